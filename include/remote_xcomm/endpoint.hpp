@@ -1,0 +1,79 @@
+// The handle a task coroutine uses to receive requests and push replies.
+#pragma once
+
+#include <remote_xcomm/detail/endpoint_state.hpp>
+#include <remote_xcomm/error.hpp>
+#include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/task_instance_key.hpp>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/json/object.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <memory>
+#include <utility>
+
+namespace rx {
+
+/// A task instance's endpoint, as its task code sees it: `get()` the next request's payloads,
+/// `push()` the reply. Both are Asio asynchronous operations, so they serve `co_await`
+/// (the default token is `asio::deferred`), callbacks, `use_future` and any other token.
+///
+/// ```
+/// asio::awaitable<void> run_raw_task(rx::Endpoint rx) {
+///   boost::json::object payloads = co_await rx.get();
+///   co_await rx.push({{"output_key", "hello_world"}});
+/// }
+/// ```
+///
+/// Thread safety: a cheap handle; copies share one endpoint. Call `get` and `push` on the
+/// endpoint's loop (task code spawned by a Server always is). The exact semantics are in
+/// docs/endpoints.md.
+class Endpoint {
+ public:
+  using executor_type = LoopExecutor;
+
+  explicit Endpoint(std::shared_ptr<detail::EndpointState> state) noexcept : state_(std::move(state)) {}
+
+  /// The key this endpoint is addressed by.
+  [[nodiscard]] const TaskInstanceKey& key() const noexcept { return state_->key(); }
+  [[nodiscard]] executor_type get_executor() const noexcept { return state_->executor(); }
+
+  /// Waits for the next request and makes it the held request.
+  ///
+  /// Completion signature: `void(boost::system::error_code, boost::json::object payloads)`.
+  /// Completes at once (posted) if a request is queued. If a request is still held (got but not
+  /// pushed), that request fails with INTERNAL first. Errors: `errc::get_already_pending` if
+  /// another get is waiting, `errc::endpoint_closed` after the endpoint was detached.
+  ///
+  /// Cancellation (any type): the wait ends with `asio::error::operation_aborted`; no request is
+  /// taken, so a request arriving later stays queued for the next get.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto get(CompletionToken&& token = {}) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, boost::json::object)>(
+        [](auto handler, const std::shared_ptr<detail::EndpointState>& state) {
+          state->start_get(detail::EndpointState::GetHandler(std::move(handler)));
+        },
+        token, state_);
+  }
+
+  /// Replies to the held request with `outputs` (the task's XComs) and releases it.
+  ///
+  /// Completion signature: `void(boost::system::error_code)`, always posted. Errors:
+  /// `errc::no_request_held` when nothing is held, `errc::request_cancelled` when the caller gave
+  /// up on the held request (the reply is dropped and the request released),
+  /// `errc::endpoint_closed` after detach. Not cancellable: the reply is handed to gRPC at once.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto push(boost::json::object outputs, CompletionToken&& token = {}) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+        [](auto handler, const std::shared_ptr<detail::EndpointState>& state, boost::json::object reply) {
+          state->start_push(std::move(reply), detail::EndpointState::PushHandler(std::move(handler)));
+        },
+        token, state_, std::move(outputs));
+  }
+
+ private:
+  std::shared_ptr<detail::EndpointState> state_;
+};
+
+}  // namespace rx

@@ -1,0 +1,32 @@
+// Error codes of Remote XComm's local asynchronous operations.
+#pragma once
+
+#include <boost/system/error_code.hpp>
+
+#include <type_traits>
+
+namespace rx {
+
+/// Why an endpoint operation (`get`, `push`) failed. An RPC's own outcome is a `grpc::Status`.
+enum class errc {
+  /// `push` was called with no request held: nothing was got, or it was already pushed.
+  no_request_held = 1,
+  /// `get` was called while another `get` on the same endpoint was still waiting.
+  get_already_pending,
+  /// The endpoint was detached (or its server shut down); it delivers nothing more.
+  endpoint_closed,
+  /// The caller of the held request gave up (cancelled or its deadline passed); the reply was dropped.
+  request_cancelled,
+};
+
+/// The error category of rx::errc, named "remote_xcomm".
+[[nodiscard]] const boost::system::error_category& error_category() noexcept;
+
+[[nodiscard]] inline boost::system::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+}  // namespace rx
+
+template <>
+struct boost::system::is_error_code_enum<rx::errc> : std::true_type {};

@@ -1,0 +1,163 @@
+// The single event loop that every endpoint, task and client reply runs on.
+#pragma once
+
+#include <remote_xcomm/detail/loop_core.hpp>
+
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/execution.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <memory>
+#include <utility>
+
+namespace rx {
+
+class Loop;
+
+/// Executor of a Loop: runs work one thread at a time, without locks on the message path.
+///
+/// A function submitted with `dispatch` (Asio's `blocking.possibly`) runs at once on the calling
+/// thread when no other thread is running loop work, so a gRPC thread that delivers a request
+/// runs the task itself instead of waking another thread. Otherwise the function is queued and
+/// the thread already inside the loop runs it before it leaves. `post` (`blocking.never`) always
+/// queues, and wakes the io_context's thread only when nobody is inside the loop.
+///
+/// Models Asio's standard executor concept, so `co_spawn`, `asio::post`, timers and
+/// `any_io_executor` accept it. Thread safety: copies may be used from any thread.
+class LoopExecutor {
+ public:
+  /// Asio operations of this library default to `asio::deferred`, which `co_await` accepts.
+  using default_completion_token_type = boost::asio::deferred_t;
+
+  LoopExecutor(const LoopExecutor& other) noexcept : core_(other.core_), bits_(other.bits_) {
+    start_work();
+  }
+  LoopExecutor(LoopExecutor&& other) noexcept : core_(other.core_), bits_(other.bits_) {
+    other.bits_ &= ~TRACKED;
+  }
+  LoopExecutor& operator=(const LoopExecutor& other) noexcept {
+    LoopExecutor copy(other);
+    swap(copy);
+    return *this;
+  }
+  LoopExecutor& operator=(LoopExecutor&& other) noexcept {
+    LoopExecutor moved(std::move(other));
+    swap(moved);
+    return *this;
+  }
+  ~LoopExecutor() { finish_work(); }
+
+  /// The io_context whose thread runs queued loop work and whose services run timers.
+  [[nodiscard]] boost::asio::io_context& query(boost::asio::execution::context_t /*unused*/) const noexcept {
+    return core_->context();
+  }
+  [[nodiscard]] constexpr boost::asio::execution::blocking_t query(
+      boost::asio::execution::blocking_t /*unused*/) const noexcept {
+    return (bits_ & BLOCKING_NEVER) != 0 ? boost::asio::execution::blocking_t(boost::asio::execution::blocking.never)
+                                         : boost::asio::execution::blocking_t(boost::asio::execution::blocking.possibly);
+  }
+  [[nodiscard]] constexpr boost::asio::execution::outstanding_work_t query(
+      boost::asio::execution::outstanding_work_t /*unused*/) const noexcept {
+    return (bits_ & TRACKED) != 0
+               ? boost::asio::execution::outstanding_work_t(boost::asio::execution::outstanding_work.tracked)
+               : boost::asio::execution::outstanding_work_t(boost::asio::execution::outstanding_work.untracked);
+  }
+  [[nodiscard]] constexpr boost::asio::execution::relationship_t query(
+      boost::asio::execution::relationship_t /*unused*/) const noexcept {
+    return boost::asio::execution::relationship.fork;
+  }
+
+  [[nodiscard]] LoopExecutor require(boost::asio::execution::blocking_t::possibly_t /*unused*/) const {
+    return {core_, bits_ & ~BLOCKING_NEVER};
+  }
+  [[nodiscard]] LoopExecutor require(boost::asio::execution::blocking_t::never_t /*unused*/) const {
+    return {core_, bits_ | BLOCKING_NEVER};
+  }
+  [[nodiscard]] LoopExecutor require(boost::asio::execution::outstanding_work_t::tracked_t /*unused*/) const {
+    return {core_, bits_ | TRACKED};
+  }
+  [[nodiscard]] LoopExecutor require(boost::asio::execution::outstanding_work_t::untracked_t /*unused*/) const {
+    return {core_, bits_ & ~TRACKED};
+  }
+  [[nodiscard]] LoopExecutor require(boost::asio::execution::relationship_t::fork_t /*unused*/) const {
+    return *this;
+  }
+  [[nodiscard]] LoopExecutor require(boost::asio::execution::relationship_t::continuation_t /*unused*/) const {
+    return *this;
+  }
+
+  /// Runs `function` on the loop; see the class comment for when it runs inline.
+  template <typename Function>
+  void execute(Function&& function) const {
+    if ((bits_ & BLOCKING_NEVER) == 0 && core_->running_in_this_thread()) {
+      std::forward<Function>(function)();
+      return;
+    }
+    detail::LoopJob* job = detail::make_loop_job(std::forward<Function>(function));
+    if ((bits_ & BLOCKING_NEVER) != 0) {
+      core_->post(job);
+    } else {
+      core_->dispatch(job);
+    }
+  }
+
+  /// True while the calling thread is running this loop's work.
+  [[nodiscard]] bool running_in_this_thread() const noexcept { return core_->running_in_this_thread(); }
+
+  friend bool operator==(const LoopExecutor& a, const LoopExecutor& b) noexcept {
+    return a.core_ == b.core_ && a.bits_ == b.bits_;
+  }
+  friend bool operator!=(const LoopExecutor& a, const LoopExecutor& b) noexcept { return !(a == b); }
+
+ private:
+  friend class Loop;
+  static constexpr unsigned BLOCKING_NEVER = 1U;
+  static constexpr unsigned TRACKED = 2U;
+
+  LoopExecutor(detail::LoopCore* core, unsigned bits) noexcept : core_(core), bits_(bits) { start_work(); }
+
+  void swap(LoopExecutor& other) noexcept {
+    std::swap(core_, other.core_);
+    std::swap(bits_, other.bits_);
+  }
+  void start_work() const noexcept {
+    if ((bits_ & TRACKED) != 0) {
+      core_->context().get_executor().on_work_started();
+    }
+  }
+  void finish_work() const noexcept {
+    if ((bits_ & TRACKED) != 0) {
+      core_->context().get_executor().on_work_finished();
+    }
+  }
+
+  detail::LoopCore* core_;
+  unsigned bits_;
+};
+
+/// The event loop: one `io_context` plus the token that lets one thread at a time run loop work.
+///
+/// Every endpoint, task coroutine and (when completions are bound to it) client reply of a Server
+/// or Client built on this Loop runs under its discipline: never two threads at once. Run the
+/// io_context (`ioc.run()`) on one thread of your choice; gRPC's threads also run loop work when
+/// they find the loop idle, which keeps a message from waking a sleeping thread.
+///
+/// Thread safety: `get_executor` may be called from any thread. Destroy the Loop after every
+/// Server and Client that uses it, and after the io_context has stopped running it.
+class Loop {
+ public:
+  using executor_type = LoopExecutor;
+
+  explicit Loop(boost::asio::io_context& context) : core_(std::make_shared<detail::LoopCore>(context)) {}
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+  ~Loop() = default;
+
+  [[nodiscard]] executor_type get_executor() const noexcept { return {core_.get(), 0}; }
+  [[nodiscard]] boost::asio::io_context& context() const noexcept { return core_->context(); }
+
+ private:
+  std::shared_ptr<detail::LoopCore> core_;
+};
+
+}  // namespace rx

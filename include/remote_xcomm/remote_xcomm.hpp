@@ -1,0 +1,10 @@
+// Remote XComm: scheduler-to-task messaging over gRPC, on one Asio event loop.
+#pragma once
+
+#include <remote_xcomm/blocking.hpp>
+#include <remote_xcomm/client.hpp>
+#include <remote_xcomm/endpoint.hpp>
+#include <remote_xcomm/error.hpp>
+#include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/server.hpp>
+#include <remote_xcomm/task_instance_key.hpp>

@@ -1,0 +1,44 @@
+#include "codec.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+namespace rx::detail {
+
+bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json::object& out, std::string& error) {
+  if (text.empty()) {
+    out = boost::json::object{};
+    return true;
+  }
+  boost::json::parse_options options;
+  options.max_depth = max_depth;
+  boost::system::error_code ec;
+  boost::json::value value = boost::json::parse(text, ec, {}, options);
+  if (ec) {
+    error = "payload is not valid JSON: " + ec.message();
+    return false;
+  }
+  if (!value.is_object()) {
+    error = "payload must be a JSON object, got a JSON " + std::string(boost::json::to_string(value.kind()));
+    return false;
+  }
+  out = std::move(value.get_object());
+  return true;
+}
+
+std::string serialize_json(const boost::json::object& object) {
+  return boost::json::serialize(object);
+}
+
+void to_proto(const TaskInstanceKey& key, remote_xcomm::v1::TaskInstanceKey& out) {
+  out.set_dag_id(key.dag_id);
+  out.set_task_id(key.task_id);
+  out.set_run_id(key.run_id);
+  out.set_map_index(key.map_index);
+}
+
+TaskInstanceKeyView view_of(const remote_xcomm::v1::TaskInstanceKey& key) noexcept {
+  return {key.dag_id(), key.task_id(), key.run_id(), key.map_index()};
+}
+
+}  // namespace rx::detail

@@ -1,0 +1,28 @@
+// Conversions between the wire (protobuf messages, JSON text) and the library's C++ types.
+// Internal to the library; tests include it to check the conversions.
+#pragma once
+
+#include <remote_xcomm/task_instance_key.hpp>
+#include <remote_xcomm/v1/remote_xcomm.pb.h>
+
+#include <boost/json/object.hpp>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace rx::detail {
+
+/// Deepest nesting of arrays and objects that a payload may have unless configured otherwise.
+inline constexpr std::size_t DEFAULT_MAX_JSON_DEPTH = 64;
+
+/// Parses UTF-8 JSON text that must hold one object; empty text is the empty object.
+/// On failure returns false and says why in `error` (the text of an INVALID_ARGUMENT status).
+bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json::object& out, std::string& error);
+
+[[nodiscard]] std::string serialize_json(const boost::json::object& object);
+
+void to_proto(const TaskInstanceKey& key, remote_xcomm::v1::TaskInstanceKey& out);
+[[nodiscard]] TaskInstanceKeyView view_of(const remote_xcomm::v1::TaskInstanceKey& key) noexcept;
+
+}  // namespace rx::detail

@@ -1,0 +1,38 @@
+#include <remote_xcomm/error.hpp>
+
+#include <string>
+
+namespace rx {
+namespace {
+
+// boost::system::error_category's destructor is protected and non-virtual by design.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnon-virtual-dtor"
+class ErrorCategory final : public boost::system::error_category {
+ public:
+  [[nodiscard]] const char* name() const noexcept override { return "remote_xcomm"; }
+
+  [[nodiscard]] std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::no_request_held:
+        return "push() needs a request got with get() and not yet pushed";
+      case errc::get_already_pending:
+        return "another get() is already waiting on this endpoint";
+      case errc::endpoint_closed:
+        return "the endpoint was detached or its server shut down";
+      case errc::request_cancelled:
+        return "the caller gave up on the request (cancelled or deadline passed); the reply was dropped";
+    }
+    return "unknown remote_xcomm error";
+  }
+};
+#pragma GCC diagnostic pop
+
+}  // namespace
+
+const boost::system::error_category& error_category() noexcept {
+  static const ErrorCategory category;
+  return category;
+}
+
+}  // namespace rx

@@ -143,7 +143,8 @@ class LoopExecutor {
 /// they find the loop idle, which keeps a message from waking a sleeping thread.
 ///
 /// Thread safety: `get_executor` may be called from any thread. Destroy the Loop after every
-/// Server and Client that uses it, and after the io_context has stopped running it.
+/// Server and Client that uses it and after the io_context has stopped running it, but before
+/// the io_context itself (declare the io_context first).
 class Loop {
  public:
   using executor_type = LoopExecutor;

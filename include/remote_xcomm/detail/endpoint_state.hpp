@@ -8,11 +8,11 @@
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/container/devector.hpp>
 #include <boost/json/object.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <cstddef>
-#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -73,7 +73,8 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   LoopExecutor executor_;
   TaskInstanceKey key_;
   Task task_;
-  std::deque<QueuedRequest> queue_;
+  // devector allocates nothing while empty: an idle endpoint costs no queue memory.
+  boost::container::devector<QueuedRequest> queue_;
   PendingReplyPtr held_;
   GetHandler waiter_;
   boost::asio::cancellation_signal invocation_cancel_;

@@ -1,0 +1,314 @@
+#!/usr/bin/python3
+"""Interop test: stock grpcio (no Remote XComm library) against the C++ example server.
+
+Registered with CTest as PythonGrpcioClientTalksToCppServer by tests/python_interop.cmake:
+
+    /usr/bin/python3 run_interop.py --server build/examples/server --stubs build/tests/python_stubs \
+        --client examples/python/client.py
+
+It starts the example server on port 0 of loopback, reads the port from the server's first line,
+runs examples/python/client.py against it, then calls the server directly with the generated stubs
+to check the wire contract of docs/protocol.md: concurrent calls, NOT_FOUND, INVALID_ARGUMENT,
+RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED, each followed by a call that must still be answered.
+Finally it stops the server with SIGTERM and requires exit status 0. Every wait is bounded.
+Exit status 0 and a one-line summary on success; 1 and what went wrong (with the server's output)
+on failure; 2 for bad arguments.
+"""
+
+import argparse
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+# The key of the example server's DummyTaskInstance (examples/server.cpp).
+EXAMPLE_KEY = {"dag_id": "example_dag", "task_id": "hello_task", "run_id": "manual__2026-11-29", "map_index": -1}
+EXAMPLE_KEY_TEXT = "example_dag/hello_task/manual__2026-11-29[-1]"
+SERVING_LINE = re.compile(r"^remote_xcomm: serving (?P<key>.+) on (?P<host>[^ ]+):(?P<port>\d+)$")
+
+STARTUP_TIMEOUT_S = 20.0
+CALL_TIMEOUT_S = 10.0
+CONCURRENT_CALLS = 20
+CONCURRENT_TIMEOUT_S = 30.0
+CLIENT_PROCESS_TIMEOUT_S = 30.0
+SHUTDOWN_TIMEOUT_S = 20.0  # the server lets calls drain for up to 5 s (ServerOptions::shutdown_grace)
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def require(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+class ServerProcess:
+    """The example server as a child process whose output is drained by threads (so it never blocks)."""
+
+    def __init__(self, path):
+        self.stdout_lines = []
+        self.stderr_lines = []
+        self._first_lines = queue.Queue()
+        self.process = subprocess.Popen([path, "--port", "0"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, errors="replace",
+                                        preexec_fn=_die_with_parent)
+        self._pumps = [threading.Thread(target=self._pump, args=(self.process.stdout, self.stdout_lines, True),
+                                        daemon=True),
+                       threading.Thread(target=self._pump, args=(self.process.stderr, self.stderr_lines, False),
+                                        daemon=True)]
+        for pump in self._pumps:
+            pump.start()
+
+    def _pump(self, stream, lines, announce):
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+            if announce:
+                self._first_lines.put(line.rstrip("\n"))
+        if announce:
+            self._first_lines.put(None)  # end of output: the server exited
+
+    def first_line(self, timeout):
+        try:
+            line = self._first_lines.get(timeout=timeout)
+        except queue.Empty:
+            raise CheckFailed(f"the server printed nothing within {timeout:.0f} s") from None
+        if line is None:
+            self.process.wait(timeout=5)
+            raise CheckFailed(f"the server exited with status {self.process.returncode} before it listened")
+        return line
+
+    def stop(self, timeout):
+        """SIGTERMs the server if it still runs and returns its exit status; kills it after `timeout` s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            status = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+            raise CheckFailed(f"the server did not exit within {timeout:.0f} s of SIGTERM (killed)") from None
+        for pump in self._pumps:
+            pump.join(timeout=5)
+        return status
+
+    def output(self):
+        return ("--- server stdout ---\n" + "\n".join(self.stdout_lines) +
+                "\n--- server stderr ---\n" + "\n".join(self.stderr_lines))
+
+
+def _die_with_parent():
+    # If this script is killed (say by CTest's timeout), the server must not outlive it.
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: the finally block still stops the server in every other case
+        pass
+
+
+class Interop:
+    def __init__(self, args):
+        self.args = args
+        self.log = []
+        self.checks = 0
+        self.server = None
+        sys.path.insert(0, os.path.abspath(args.stubs))
+        try:
+            import grpc
+            from remote_xcomm.v1 import remote_xcomm_pb2, remote_xcomm_pb2_grpc
+        except ImportError as error:
+            raise CheckFailed(f"cannot import grpc or the stubs in {args.stubs} ({error}); build the target "
+                              "remote_xcomm_python_stubs and run with /usr/bin/python3") from None
+        self.grpc = grpc
+        self.pb2 = remote_xcomm_pb2
+        self.pb2_grpc = remote_xcomm_pb2_grpc
+
+    def passed(self, name, detail=""):
+        self.checks += 1
+        self.log.append(f"ok {self.checks:2d} {name}" + (f": {detail}" if detail else ""))
+
+    # --- the pieces of a call ---------------------------------------------------------------------
+
+    def key(self, **overrides):
+        return self.pb2.TaskInstanceKey(**{**EXAMPLE_KEY, **overrides})
+
+    def payload(self, **xcoms):
+        return json.dumps({**EXAMPLE_KEY, "xcoms": xcoms})
+
+    def request(self, payload_json, key=None):
+        return self.pb2.SendRequest(key=key if key is not None else self.key(), payload_json=payload_json)
+
+    def check_reply(self, reply_json, what):
+        try:
+            reply = json.loads(reply_json)
+        except ValueError as error:
+            raise CheckFailed(f"{what}: reply_json is not JSON ({error}): {reply_json!r}") from None
+        require(isinstance(reply, dict), f"{what}: reply is not a JSON object: {reply_json!r}")
+        require(reply.get("output_key") == "hello_world", f"{what}: output_key is not \"hello_world\": {reply!r}")
+        output = reply.get("output")
+        try:
+            canonical = str(uuid.UUID(output))
+        except (TypeError, ValueError, AttributeError):
+            canonical = None
+        require(canonical == output, f"{what}: output is not a UUID: {reply!r}")
+        return output
+
+    def expect_answer(self, stub, what, payload_json=None):
+        request = self.request(payload_json if payload_json is not None else self.payload(check=what))
+        try:
+            response = stub.Send(request, timeout=CALL_TIMEOUT_S)
+        except self.grpc.RpcError as error:
+            raise CheckFailed(f"{what}: the call failed with {error.code().name}: {error.details()}") from None
+        return self.check_reply(response.reply_json, what)
+
+    def expect_error(self, stub, what, request, code, timeout=CALL_TIMEOUT_S):
+        try:
+            response = stub.Send(request, timeout=timeout)
+        except self.grpc.RpcError as error:
+            require(error.code() == code,
+                    f"{what}: expected {code.name}, got {error.code().name}: {error.details()}")
+            return error.details()
+        raise CheckFailed(f"{what}: expected {code.name}, got OK with reply {response.reply_json!r}")
+
+    # --- the checks -------------------------------------------------------------------------------
+
+    def run(self):
+        self.server = ServerProcess(self.args.server)
+        try:
+            self.talk_to(self.server)
+        except BaseException:
+            try:
+                self.server.stop(SHUTDOWN_TIMEOUT_S)
+            except CheckFailed as also:
+                self.log.append(f"also: {also}")
+            raise
+        status = self.server.stop(SHUTDOWN_TIMEOUT_S)
+        require(status == 0, f"the server exited with status {status} after SIGTERM, expected 0")
+        self.passed("server exits with status 0 on SIGTERM")
+        return self.port
+
+    def talk_to(self, server):
+        line = server.first_line(STARTUP_TIMEOUT_S)
+        match = SERVING_LINE.match(line)
+        require(match is not None, f"unexpected first line from the server: {line!r}")
+        require(match["key"] == EXAMPLE_KEY_TEXT, f"server serves {match['key']}, expected {EXAMPLE_KEY_TEXT}")
+        require(match["host"] == "127.0.0.1", f"server listens on {match['host']}, expected loopback 127.0.0.1")
+        self.port = int(match["port"])
+        require(self.port != 0, "server announced port 0")
+        self.passed("server announces its key and port", line)
+
+        self.check_example_client()
+
+        grpc = self.grpc
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=CALL_TIMEOUT_S)
+            except grpc.FutureTimeoutError:
+                raise CheckFailed(f"cannot connect to 127.0.0.1:{self.port} within {CALL_TIMEOUT_S:.0f} s") from None
+            stub = self.pb2_grpc.RemoteXCommStub(channel)
+            self.check_concurrent_calls(stub)
+
+            details = self.expect_error(stub, "unknown key", self.request(self.payload(), self.key(dag_id="no_such_dag")),
+                                        grpc.StatusCode.NOT_FOUND)
+            self.passed("unknown key -> NOT_FOUND", details)
+
+            details = self.expect_error(stub, "payload not JSON", self.request("{not json"),
+                                        grpc.StatusCode.INVALID_ARGUMENT)
+            self.expect_answer(stub, "call after a payload that is not JSON")
+            self.passed("payload \"{not json\" -> INVALID_ARGUMENT, then the server answers", details)
+
+            details = self.expect_error(stub, "array payload", self.request(json.dumps([EXAMPLE_KEY])),
+                                        grpc.StatusCode.INVALID_ARGUMENT)
+            self.passed("JSON array payload -> INVALID_ARGUMENT", details)
+
+            self.expect_answer(stub, "empty payload_json", payload_json="")
+            self.passed("empty payload_json reads as {} and is answered")
+
+            nested = '{"a":' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1)
+            details = self.expect_error(stub, "payload too deep", self.request(nested),
+                                        grpc.StatusCode.INVALID_ARGUMENT)
+            self.passed(f"payload nested {MAX_JSON_DEPTH + 1} deep -> INVALID_ARGUMENT", details)
+
+            huge = self.payload(blob="x" * MAX_MESSAGE_BYTES)
+            details = self.expect_error(stub, "message over 4 MiB", self.request(huge),
+                                        grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.expect_answer(stub, "call after a message over 4 MiB")
+            self.passed("message over 4 MiB -> RESOURCE_EXHAUSTED, then the server answers", details)
+
+            details = self.expect_error(stub, "1 ms deadline", self.request(self.payload(check="deadline")),
+                                        grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.001)
+            self.expect_answer(stub, "call after a missed deadline")
+            self.passed("1 ms deadline -> DEADLINE_EXCEEDED, then the server answers", details)
+
+    def check_example_client(self):
+        command = [sys.executable, self.args.client, "--url", "127.0.0.1", "--port", str(self.port),
+                   "--timeout", str(CALL_TIMEOUT_S), "--stubs", self.args.stubs]
+        try:
+            done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=CLIENT_PROCESS_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"examples/python/client.py did not finish within {CLIENT_PROCESS_TIMEOUT_S:.0f} s") \
+                from None
+        require(done.returncode == 0, f"examples/python/client.py exited with status {done.returncode}:\n"
+                                      f"stdout: {done.stdout}\nstderr: {done.stderr}")
+        lines = done.stdout.strip().splitlines()
+        require(len(lines) == 1, f"examples/python/client.py should print one line, printed: {done.stdout!r}")
+        self.check_reply(lines[0], "examples/python/client.py")
+        self.passed("examples/python/client.py gets the task's reply", lines[0])
+
+    def check_concurrent_calls(self, stub):
+        futures = [stub.Send.future(self.request(self.payload(call=i)), timeout=CONCURRENT_TIMEOUT_S)
+                   for i in range(CONCURRENT_CALLS)]
+        outputs = []
+        for i, future in enumerate(futures):
+            try:
+                # Each call carries its own deadline, so result() returns within CONCURRENT_TIMEOUT_S.
+                response = future.result()
+            except self.grpc.RpcError as error:
+                raise CheckFailed(f"concurrent call {i} failed with {error.code().name}: {error.details()}") from None
+            outputs.append(self.check_reply(response.reply_json, f"concurrent call {i}"))
+        require(len(set(outputs)) == CONCURRENT_CALLS,
+                f"{CONCURRENT_CALLS} concurrent calls got only {len(set(outputs))} distinct outputs")
+        self.passed(f"{CONCURRENT_CALLS} concurrent calls all answered, each with its own output")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", required=True, help="the built C++ example server (examples/server.cpp)")
+    parser.add_argument("--stubs", required=True, help="directory of the generated remote_xcomm/v1/*_pb2*.py")
+    parser.add_argument("--client", required=True, help="examples/python/client.py")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print each check as it passes")
+    args = parser.parse_args()
+    for path in (args.server, args.client):
+        if not os.path.isfile(path):
+            parser.error(f"no such file: {path}")
+
+    started = time.monotonic()
+    interop = None
+    try:
+        interop = Interop(args)
+        port = interop.run()
+    except CheckFailed as failure:
+        if interop is not None:
+            print("\n".join(interop.log), file=sys.stderr)
+            if getattr(interop, "server", None) is not None:
+                print(interop.server.output(), file=sys.stderr)
+        print(f"run_interop: FAIL: {failure}", file=sys.stderr)
+        return 1
+    if args.verbose:
+        print("\n".join(interop.log))
+    print(f"run_interop: PASS: {interop.checks} checks, grpcio {interop.grpc.__version__} client vs C++ example "
+          f"server on 127.0.0.1:{port}, {time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

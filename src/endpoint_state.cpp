@@ -19,20 +19,6 @@ namespace {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
-// Completes a handler from outside its initiating function: runs inline when the handler's
-// executor is the loop this thread is running, which is the common case for task coroutines.
-template <typename Handler, typename... Args>
-void complete_now(Handler handler, const LoopExecutor& /*io_executor*/, Args&&... args) {
-  asio::dispatch(asio::append(std::move(handler), std::forward<Args>(args)...));
-}
-
-// Completes a handler from inside its initiating function, where Asio forbids completing inline:
-// queued on the loop, then dispatched to the handler's own executor.
-template <typename Handler, typename... Args>
-void complete_later(Handler handler, const LoopExecutor& io_executor, Args&&... args) {
-  asio::post(io_executor, asio::append(std::move(handler), std::forward<Args>(args)...));
-}
-
 std::string describe(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
@@ -46,7 +32,10 @@ std::string describe(const std::exception_ptr& error) {
 }  // namespace
 
 EndpointState::EndpointState(LoopExecutor executor, TaskInstanceKey key, Task task)
-    : executor_(std::move(executor)), key_(std::move(key)), task_(std::move(task)) {}
+    : executor_(std::move(executor)), key_(std::move(key)), task_(std::move(task)) {
+  deferred_.invoke = &DeferredCompletion::invoke_deferred;
+  deferred_.owner = this;
+}
 
 EndpointState::~EndpointState() {
   // Destroyed with work outstanding only if the loop itself is being torn down; fail what is
@@ -56,13 +45,127 @@ EndpointState::~EndpointState() {
   }
 }
 
+// ---- completions -------------------------------------------------------------------------
+
+template <typename Handler>
+bool EndpointState::can_complete_without_allocation(const Handler& handler) const {
+  // The coroutine must belong to this loop (so resuming it here is resuming it on its executor)
+  // and the one deferred slot must be free; otherwise the generic path is taken.
+  if (deferred_.get || deferred_.push) {
+    return false;
+  }
+  const auto executor = handler.get_executor();
+  const auto* loop = executor.template target<LoopExecutor>();
+  return loop != nullptr && loop->running_in_this_thread();
+}
+
+void EndpointState::complete_later(GetHandler&& handler, error_code error, boost::json::object payload) {
+  asio::post(executor_, asio::append(std::move(handler), error, std::move(payload)));
+}
+
+void EndpointState::complete_later(AwaitableGetHandler&& handler, error_code error, boost::json::object payload) {
+  deferred_.get.emplace(std::move(handler));
+  deferred_.error = error;
+  deferred_.payload = std::move(payload);
+  deferred_.keep_alive = shared_from_this();
+  post_job(executor_, &deferred_);
+}
+
+void EndpointState::complete_later(PushHandler&& handler, error_code error) {
+  asio::post(executor_, asio::append(std::move(handler), error));
+}
+
+void EndpointState::complete_later(AwaitablePushHandler&& handler, error_code error) {
+  deferred_.push.emplace(std::move(handler));
+  deferred_.error = error;
+  deferred_.keep_alive = shared_from_this();
+  post_job(executor_, &deferred_);
+}
+
+void EndpointState::DeferredCompletion::invoke_deferred(LoopJob* job, bool run) {
+  auto* self = static_cast<DeferredCompletion*>(job);
+  const std::shared_ptr<EndpointState> keep_alive = std::move(self->keep_alive);
+  // Move the handler out first: resuming the coroutine may queue the next deferred completion.
+  if (self->get) {
+    AwaitableGetHandler handler(std::move(*self->get));
+    self->get.reset();
+    if (run) {
+      std::move(handler)(self->error, std::move(self->payload));
+    }
+  } else if (self->push) {
+    AwaitablePushHandler handler(std::move(*self->push));
+    self->push.reset();
+    if (run) {
+      std::move(handler)(self->error);
+    }
+  }
+}
+
+void EndpointState::wait(GetHandler&& handler) {
+  auto slot = handler.get_cancellation_slot();
+  if (slot.is_connected()) {
+    // Runs on the loop (Asio requires cancellation to be emitted on the handler's executor). It
+    // must not clear its own slot; the slot may outlive this endpoint, hence the weak reference.
+    slot.assign([weak = weak_from_this()](asio::cancellation_type /*type*/) {
+      const auto self = weak.lock();
+      if (!self || !self->waiter_) {
+        return;
+      }
+      GetHandler cancelled;
+      cancelled.swap(self->waiter_);
+      self->complete_later(std::move(cancelled), asio::error::operation_aborted, {});
+    });
+  }
+  waiter_.swap(handler);  // never move-assign any_completion_handler (asio#1180)
+}
+
+void EndpointState::wait(AwaitableGetHandler&& handler) {
+  auto slot = handler.get_cancellation_slot();
+  if (slot.is_connected()) {
+    // The coroutine's slot is cleared when the coroutine resumes, and the coroutine keeps this
+    // endpoint alive through its rx::Endpoint, so `this` is safe here.
+    slot.assign([this](asio::cancellation_type /*type*/) {
+      if (!awaiting_get_) {
+        return;
+      }
+      AwaitableGetHandler cancelled(std::move(*awaiting_get_));
+      awaiting_get_.reset();
+      if (deferred_.get || deferred_.push) {
+        complete_later(GetHandler(std::move(cancelled)), asio::error::operation_aborted, {});
+      } else {
+        complete_later(std::move(cancelled), asio::error::operation_aborted, {});
+      }
+    });
+  }
+  awaiting_get_.emplace(std::move(handler));
+}
+
+void EndpointState::complete_waiter(error_code error, boost::json::object&& payload) {
+  if (awaiting_get_) {
+    // Checked when it started waiting: this coroutine lives on this loop, which this thread is
+    // running, so resuming it here is resuming it on its own executor.
+    AwaitableGetHandler handler(std::move(*awaiting_get_));
+    awaiting_get_.reset();
+    handler.get_cancellation_slot().clear();
+    std::move(handler)(error, std::move(payload));
+    return;
+  }
+  GetHandler handler;
+  handler.swap(waiter_);
+  handler.get_cancellation_slot().clear();
+  // Runs inline when the handler's executor is this loop, which is the common case.
+  asio::dispatch(asio::append(std::move(handler), error, std::move(payload)));
+}
+
+// ---- the queue ---------------------------------------------------------------------------
+
 void EndpointState::deliver(PendingReplyPtr reply, boost::json::object payload) {
   if (closed_) {
     reply->fail(close_status_);
     return;
   }
-  if (waiter_ && queue_.empty()) {
-    hand_to_waiter({std::move(reply), std::move(payload)});
+  if (waiting() && queue_.empty()) {
+    hand_to_waiter(std::move(reply), std::move(payload));
     return;
   }
   queue_.push_back({std::move(reply), std::move(payload)});
@@ -83,22 +186,20 @@ bool EndpointState::pop_live(QueuedRequest& out) {
   return false;
 }
 
-void EndpointState::hand_to_waiter(QueuedRequest request) {
-  held_ = std::move(request.reply);
+void EndpointState::hand_to_waiter(PendingReplyPtr&& reply, boost::json::object&& payload) {
+  held_ = std::move(reply);
   ++gets_in_invocation_;
-  GetHandler handler;
-  handler.swap(waiter_);  // never move-assign any_completion_handler (asio#1180)
-  handler.get_cancellation_slot().clear();
-  complete_now(std::move(handler), executor_, error_code{}, std::move(request.payload));
+  complete_waiter({}, std::move(payload));
 }
 
-void EndpointState::start_get(GetHandler handler) {
+template <typename Handler>
+void EndpointState::start_get_with(Handler&& handler) {
   if (closed_) {
-    complete_later(std::move(handler), executor_, error_code(errc::endpoint_closed), boost::json::object{});
+    complete_later(std::move(handler), errc::endpoint_closed, {});
     return;
   }
-  if (waiter_) {
-    complete_later(std::move(handler), executor_, error_code(errc::get_already_pending), boost::json::object{});
+  if (waiting()) {
+    complete_later(std::move(handler), errc::get_already_pending, {});
     return;
   }
   if (held_) {
@@ -110,40 +211,53 @@ void EndpointState::start_get(GetHandler handler) {
   if (pop_live(request)) {
     held_ = std::move(request.reply);
     ++gets_in_invocation_;
-    complete_later(std::move(handler), executor_, error_code{}, std::move(request.payload));
+    complete_later(std::move(handler), {}, std::move(request.payload));
     return;
   }
-  auto slot = handler.get_cancellation_slot();
-  if (slot.is_connected()) {
-    slot.assign([this](asio::cancellation_type /*type*/) {
-      // Runs on the loop (Asio requires cancellation to be emitted on the handler's executor).
-      if (!waiter_) {
-        return;
-      }
-      GetHandler cancelled;
-      cancelled.swap(waiter_);
-      cancelled.get_cancellation_slot().clear();
-      complete_later(std::move(cancelled), executor_, error_code(asio::error::operation_aborted),
-                     boost::json::object{});
-    });
-  }
-  waiter_.swap(handler);
+  wait(std::move(handler));
 }
 
-void EndpointState::start_push(boost::json::object outputs, PushHandler handler) {
+void EndpointState::start_get(GetHandler handler) {
+  start_get_with(std::move(handler));
+}
+
+void EndpointState::start_get(AwaitableGetHandler&& handler) {
+  if (can_complete_without_allocation(handler)) {
+    start_get_with(std::move(handler));
+  } else {
+    start_get_with(GetHandler(std::move(handler)));
+  }
+}
+
+template <typename Handler>
+void EndpointState::start_push_with(const boost::json::object& outputs, Handler&& handler) {
   error_code result;
   if (closed_) {
     result = errc::endpoint_closed;
   } else if (!held_) {
     result = errc::no_request_held;
   } else {
-    PendingReplyPtr held = std::move(held_);
+    const PendingReplyPtr held = std::move(held_);
     if (!held->reply(outputs)) {
       result = errc::request_cancelled;
     }
   }
-  complete_later(std::move(handler), executor_, result);
+  complete_later(std::move(handler), result);
 }
+
+void EndpointState::start_push(boost::json::object outputs, PushHandler handler) {
+  start_push_with(outputs, std::move(handler));
+}
+
+void EndpointState::start_push(boost::json::object outputs, AwaitablePushHandler&& handler) {
+  if (can_complete_without_allocation(handler)) {
+    start_push_with(outputs, std::move(handler));
+  } else {
+    start_push_with(outputs, PushHandler(std::move(handler)));
+  }
+}
+
+// ---- invocations -------------------------------------------------------------------------
 
 void EndpointState::start_invocation() {
   invocation_running_ = true;
@@ -195,7 +309,17 @@ void EndpointState::close(const grpc::Status& status) {
     GetHandler handler;
     handler.swap(waiter_);
     handler.get_cancellation_slot().clear();
-    complete_later(std::move(handler), executor_, error_code(errc::endpoint_closed), boost::json::object{});
+    complete_later(std::move(handler), errc::endpoint_closed, {});
+  }
+  if (awaiting_get_) {
+    AwaitableGetHandler handler(std::move(*awaiting_get_));
+    awaiting_get_.reset();
+    handler.get_cancellation_slot().clear();
+    if (deferred_.get || deferred_.push) {
+      complete_later(GetHandler(std::move(handler)), errc::endpoint_closed, {});
+    } else {
+      complete_later(std::move(handler), errc::endpoint_closed, {});
+    }
   }
   if (invocation_running_) {
     invocation_cancel_.emit(asio::cancellation_type::all);

@@ -11,6 +11,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <memory>
+#include <type_traits>
 #include <utility>
 
 namespace rx {
@@ -52,7 +53,11 @@ class Endpoint {
   auto get(CompletionToken&& token = {}) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, boost::json::object)>(
         [](auto handler, const std::shared_ptr<detail::EndpointState>& state) {
-          state->start_get(detail::EndpointState::GetHandler(std::move(handler)));
+          if constexpr (std::is_same_v<decltype(handler), detail::AwaitableGetHandler>) {
+            state->start_get(std::move(handler));  // co_await: no allocation
+          } else {
+            state->start_get(detail::EndpointState::GetHandler(std::move(handler)));
+          }
         },
         token, state_);
   }
@@ -67,7 +72,11 @@ class Endpoint {
   auto push(boost::json::object outputs, CompletionToken&& token = {}) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [](auto handler, const std::shared_ptr<detail::EndpointState>& state, boost::json::object reply) {
-          state->start_push(std::move(reply), detail::EndpointState::PushHandler(std::move(handler)));
+          if constexpr (std::is_same_v<decltype(handler), detail::AwaitablePushHandler>) {
+            state->start_push(std::move(reply), std::move(handler));  // co_await: no allocation
+          } else {
+            state->start_push(std::move(reply), detail::EndpointState::PushHandler(std::move(handler)));
+          }
         },
         token, state_, std::move(outputs));
   }

@@ -13,6 +13,13 @@
 namespace rx {
 
 class Loop;
+class LoopExecutor;
+
+namespace detail {
+/// Queues an intrusive job without allocating (blocking.never semantics). For the library's own
+/// preallocated jobs; the job must stay valid until invoked.
+void post_job(const LoopExecutor& executor, LoopJob* job);
+}  // namespace detail
 
 /// Executor of a Loop: runs work one thread at a time, without locks on the message path.
 ///
@@ -111,6 +118,7 @@ class LoopExecutor {
 
  private:
   friend class Loop;
+  friend void detail::post_job(const LoopExecutor& executor, detail::LoopJob* job);
   static constexpr unsigned BLOCKING_NEVER = 1U;
   static constexpr unsigned TRACKED = 2U;
 
@@ -134,6 +142,10 @@ class LoopExecutor {
   detail::LoopCore* core_;
   unsigned bits_;
 };
+
+inline void detail::post_job(const LoopExecutor& executor, LoopJob* job) {
+  executor.core_->post(job);
+}
 
 /// The event loop: one `io_context` plus the token that lets one thread at a time run loop work.
 ///

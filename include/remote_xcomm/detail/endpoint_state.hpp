@@ -6,6 +6,7 @@
 #include <remote_xcomm/task_instance_key.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/container/devector.hpp>
@@ -16,12 +17,24 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <type_traits>
 
 namespace rx {
 class Endpoint;
 }
 
 namespace rx::detail {
+
+/// The handlers that `co_await rx.get()` and `co_await rx.push(...)` produce inside an
+/// `asio::awaitable` with the default (deferred) token. The endpoint stores these without type
+/// erasure or allocation: that is the hot path. Every other token goes through
+/// `any_completion_handler`. (Asio detail types: this pins the fast path to Boost 1.81's layout,
+/// and a static_assert in the tests checks that the default token still lands here.)
+using AwaitableGetHandler = boost::asio::detail::awaitable_async_op_handler<
+    void(boost::system::error_code, boost::json::object), boost::asio::any_io_executor>;
+using AwaitablePushHandler =
+    boost::asio::detail::awaitable_async_op_handler<void(boost::system::error_code), boost::asio::any_io_executor>;
 
 /// A request queued for an endpoint: its payload and where its reply goes.
 struct QueuedRequest {
@@ -52,7 +65,9 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   void deliver(PendingReplyPtr reply, boost::json::object payload);
 
   void start_get(GetHandler handler);
+  void start_get(AwaitableGetHandler&& handler);
   void start_push(boost::json::object outputs, PushHandler handler);
+  void start_push(boost::json::object outputs, AwaitablePushHandler&& handler);
 
   /// Stops the endpoint: waiting and held requests fail with `status`, a waiting get completes
   /// with errc::endpoint_closed, the running invocation is cancelled; later deliveries fail too.
@@ -65,9 +80,36 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   [[nodiscard]] bool closed() const noexcept { return closed_; }
 
  private:
+  // A completion decided inside an initiation (where Asio forbids completing inline), queued on
+  // the loop as an intrusive job: no allocation for the awaitable handlers.
+  struct DeferredCompletion final : LoopJob {
+    static void invoke_deferred(LoopJob* job, bool run);
+    EndpointState* owner = nullptr;
+    std::shared_ptr<EndpointState> keep_alive;  // set while queued
+    std::optional<AwaitableGetHandler> get;
+    std::optional<AwaitablePushHandler> push;
+    boost::system::error_code error;
+    boost::json::object payload;
+  };
+
+  template <typename Handler>
+  void start_get_with(Handler&& handler);
+  template <typename Handler>
+  void start_push_with(const boost::json::object& outputs, Handler&& handler);
+  void complete_later(GetHandler&& handler, boost::system::error_code error, boost::json::object payload);
+  void complete_later(AwaitableGetHandler&& handler, boost::system::error_code error, boost::json::object payload);
+  void complete_later(PushHandler&& handler, boost::system::error_code error);
+  void complete_later(AwaitablePushHandler&& handler, boost::system::error_code error);
+  void wait(GetHandler&& handler);
+  void wait(AwaitableGetHandler&& handler);
+  [[nodiscard]] bool waiting() const noexcept { return static_cast<bool>(waiter_) || awaiting_get_.has_value(); }
+  void complete_waiter(boost::system::error_code error, boost::json::object&& payload);
+  template <typename Handler>
+  [[nodiscard]] bool can_complete_without_allocation(const Handler& handler) const;
+
   void start_invocation();
   void on_invocation_end(const std::exception_ptr& error);
-  void hand_to_waiter(QueuedRequest request);
+  void hand_to_waiter(PendingReplyPtr&& reply, boost::json::object&& payload);
   bool pop_live(QueuedRequest& out);
 
   LoopExecutor executor_;
@@ -76,7 +118,9 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   // devector allocates nothing while empty: an idle endpoint costs no queue memory.
   boost::container::devector<QueuedRequest> queue_;
   PendingReplyPtr held_;
-  GetHandler waiter_;
+  GetHandler waiter_;                                 // a waiting get, any token
+  std::optional<AwaitableGetHandler> awaiting_get_;   // a waiting get, from co_await
+  DeferredCompletion deferred_;
   boost::asio::cancellation_signal invocation_cancel_;
   grpc::Status close_status_;
   std::size_t gets_in_invocation_ = 0;

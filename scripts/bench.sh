@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Builds the benchmarks in Release and runs the whole suite (bench/), writing Google Benchmark's
+# JSON, then turns it into docs/benchmarks.md and docs/benchmarks.png (scripts/bench_report.py).
+#
+# Usage: scripts/bench.sh
+#
+# Environment (defaults in brackets):
+#   BENCH_BUILD_DIR            Release build directory [build-bench]
+#   BENCH_RESULTS_DIR          where each binary's JSON and the merged JSON go [$BENCH_BUILD_DIR/results]
+#   BENCH_REPETITIONS          repetitions of the round trips, medians reported [5]
+#   BENCH_LOCAL_REPETITIONS    repetitions of codec and loop hand-off [3]
+#   BENCH_MIN_TIME             --benchmark_min_time, seconds per repetition [Google Benchmark's 0.5]
+#   BENCH_FILTER               --benchmark_filter for every binary [all]
+#   BENCH_DENSITY_ENDPOINTS    endpoint counts of the density benchmark [10000,100000]
+#   BENCH_MARKDOWN, BENCH_PLOT where the report goes [docs/benchmarks.md, docs/benchmarks.png]
+#   BENCH_REPORT=0             run and keep the JSON, but write no report
+#   JOBS                       parallel build jobs [nproc]
+#
+# Measure on a quiet machine: client and server share its cores, so anything else running moves
+# the figures. A ratio between a raw_grpc and an rxcomm twin is read off one run.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+if [[ -f "$root/scripts/lib.sh" ]]; then
+  # shellcheck source=scripts/lib.sh
+  source "$root/scripts/lib.sh"
+else
+  log() { printf '==> %s\n' "$*" >&2; }
+  die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+  }
+  ensure_packages() {
+    local missing=() package
+    for package in "$@"; do
+      dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null | grep -qx installed || missing+=("$package")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    log "installing missing Debian packages: ${missing[*]}"
+    local sudo=()
+    [[ "$(id -u)" -ne 0 ]] && sudo=(sudo)
+    "${sudo[@]}" apt-get -q update </dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends "${missing[@]}" </dev/null
+  }
+fi
+
+packages=(build-essential cmake ninja-build libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libboost1.81-dev libboost-json1.81-dev libbenchmark-dev libcli11-dev libgtest-dev libgmock-dev python3-matplotlib)
+if declare -p RX_BUILD_PACKAGES >/dev/null 2>&1; then
+  packages=("${RX_BUILD_PACKAGES[@]}" python3-matplotlib)
+fi
+ensure_packages "${packages[@]}"
+
+build_dir="${BENCH_BUILD_DIR:-$root/build-bench}"
+results_dir="${BENCH_RESULTS_DIR:-$build_dir/results}"
+repetitions="${BENCH_REPETITIONS:-5}"
+local_repetitions="${BENCH_LOCAL_REPETITIONS:-3}"
+density_endpoints="${BENCH_DENSITY_ENDPOINTS:-10000,100000}"
+markdown="${BENCH_MARKDOWN:-$root/docs/benchmarks.md}"
+plot="${BENCH_PLOT:-$root/docs/benchmarks.png}"
+
+log "configuring a Release build in $build_dir"
+generator=()
+[[ -f "$build_dir/CMakeCache.txt" ]] || generator=(-G Ninja)
+cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DREMOTE_XCOMM_BUILD_BENCHMARKS=ON \
+  -DREMOTE_XCOMM_BUILD_TESTS=OFF -DREMOTE_XCOMM_BUILD_EXAMPLES=OFF \
+  -DREMOTE_XCOMM_SANITIZE= </dev/null >/dev/null
+log "building the benchmarks"
+cmake --build "$build_dir" --parallel "${JOBS:-$(nproc)}" --target bm_codec bm_handoff bm_roundtrip bm_density </dev/null
+
+rm -rf "$results_dir"
+mkdir -p "$results_dir"
+bin="$build_dir/bench"
+
+common=()
+[[ -n "${BENCH_MIN_TIME:-}" ]] && common+=("--benchmark_min_time=$BENCH_MIN_TIME")
+[[ -n "${BENCH_FILTER:-}" ]] && common+=("--benchmark_filter=$BENCH_FILTER")
+
+# run NAME BINARY [ARGS...]: one binary, its JSON in $results_dir/NAME.json, console output shown.
+run() {
+  local name="$1" binary="$2"
+  shift 2
+  log "running $(basename "$binary") $*"
+  "$binary" --benchmark_out="$results_dir/$name.json" --benchmark_out_format=json "${common[@]}" "$@" </dev/null
+}
+
+local_args=(--benchmark_repetitions="$local_repetitions" --benchmark_report_aggregates_only=true)
+run codec "$bin/bm_codec" "${local_args[@]}"
+run handoff "$bin/bm_handoff" "${local_args[@]}"
+run roundtrip "$bin/bm_roundtrip" --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true
+
+# Density: each case in a process of its own, so one case's freed memory cannot hide the next's.
+mapfile -t density_cases < <("$bin/bm_density" --density_endpoints="$density_endpoints" --benchmark_list_tests \
+  ${BENCH_FILTER:+"--benchmark_filter=$BENCH_FILTER"} </dev/null)
+index=0
+for case_name in "${density_cases[@]}"; do
+  run "density_$index" "$bin/bm_density" --density_endpoints="$density_endpoints" --benchmark_filter="^${case_name}\$"
+  index=$((index + 1))
+done
+
+if [[ "${BENCH_REPORT:-1}" == 0 ]]; then
+  log "results in $results_dir (no report written: BENCH_REPORT=0)"
+  exit 0
+fi
+
+# The exact command, with every setting that differs from the defaults.
+command="scripts/bench.sh"
+for variable in BENCH_REPETITIONS BENCH_LOCAL_REPETITIONS BENCH_MIN_TIME BENCH_FILTER BENCH_DENSITY_ENDPOINTS; do
+  [[ -n "${!variable:-}" ]] && command="$variable=${!variable} $command"
+done
+revision="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if ! git -C "$root" diff --quiet HEAD -- include src bench 2>/dev/null; then
+  revision="$revision with uncommitted changes"
+fi
+
+mapfile -t result_files < <(find "$results_dir" -maxdepth 1 -name '*.json' ! -name benchmarks.json | LC_ALL=C sort)
+/usr/bin/python3 "$root/scripts/bench_report.py" --markdown "$markdown" --plot "$plot" \
+  --merged "$results_dir/benchmarks.json" --command "$command" --revision "$revision" "${result_files[@]}"
+log "report: $markdown (plot $plot); raw results: $results_dir/benchmarks.json"

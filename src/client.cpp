@@ -28,7 +28,8 @@ using Stub = remote_xcomm::v1::RemoteXComm::Stub;
 struct SendCall {
   SendCall(Client::SendHandler h, const LoopExecutor& fallback)
       : handler(std::move(h)),
-        work(asio::prefer(asio::get_associated_executor(handler, fallback), asio::execution::outstanding_work.tracked)) {}
+        work(asio::prefer(asio::get_associated_executor(handler, fallback),
+                          asio::execution::outstanding_work.tracked)) {}
 
   grpc::ClientContext context;
   remote_xcomm::v1::SendRequest request;
@@ -93,8 +94,7 @@ class ClientImpl {
       grpc::ChannelArguments arguments;
       arguments.SetMaxReceiveMessageSize(options_.max_message_bytes);
       arguments.SetMaxSendMessageSize(options_.max_message_bytes);
-      auto channel =
-          grpc::CreateCustomChannel(std::string(target), grpc::InsecureChannelCredentials(), arguments);
+      auto channel = grpc::CreateCustomChannel(std::string(target), grpc::InsecureChannelCredentials(), arguments);
       it = stubs_.emplace(std::string(target), remote_xcomm::v1::RemoteXComm::NewStub(channel)).first;
     }
     return *it->second;

@@ -26,9 +26,7 @@ bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json
   return true;
 }
 
-std::string serialize_json(const boost::json::object& object) {
-  return boost::json::serialize(object);
-}
+std::string serialize_json(const boost::json::object& object) { return boost::json::serialize(object); }
 
 void to_proto(const TaskInstanceKey& key, remote_xcomm::v1::TaskInstanceKey& out) {
   out.set_dag_id(key.dag_id);

@@ -217,9 +217,7 @@ void EndpointState::start_get_with(Handler&& handler) {
   wait(std::move(handler));
 }
 
-void EndpointState::start_get(GetHandler handler) {
-  start_get_with(std::move(handler));
-}
+void EndpointState::start_get(GetHandler handler) { start_get_with(std::move(handler)); }
 
 void EndpointState::start_get(AwaitableGetHandler&& handler) {
   if (can_complete_without_allocation(handler)) {
@@ -263,10 +261,9 @@ void EndpointState::start_invocation() {
   invocation_running_ = true;
   gets_in_invocation_ = 0;
   asio::co_spawn(executor_, task_(Endpoint(shared_from_this())),
-                 asio::bind_cancellation_slot(invocation_cancel_.slot(),
-                                              [self = shared_from_this()](const std::exception_ptr& error) {
-                                                self->on_invocation_end(error);
-                                              }));
+                 asio::bind_cancellation_slot(
+                     invocation_cancel_.slot(),
+                     [self = shared_from_this()](const std::exception_ptr& error) { self->on_invocation_end(error); }));
 }
 
 void EndpointState::on_invocation_end(const std::exception_ptr& error) {
@@ -280,9 +277,9 @@ void EndpointState::on_invocation_end(const std::exception_ptr& error) {
     // The task ended without taking a request: fail the oldest so the endpoint always advances.
     QueuedRequest request;
     if (pop_live(request)) {
-      const std::string message = error ? "task of endpoint " + to_string(key_) + " threw before get(): " +
-                                              describe(error)
-                                        : "task of endpoint " + to_string(key_) + " ended without calling get()";
+      const std::string message =
+          error ? "task of endpoint " + to_string(key_) + " threw before get(): " + describe(error)
+                : "task of endpoint " + to_string(key_) + " ended without calling get()";
       request.reply->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
     }
   }

@@ -37,9 +37,7 @@ LoopCore::~LoopCore() {
   destroy_all(incoming_.exchange(nullptr));
 }
 
-bool LoopCore::running_in_this_thread() const noexcept {
-  return current_loop == this;
-}
+bool LoopCore::running_in_this_thread() const noexcept { return current_loop == this; }
 
 void LoopCore::push(LoopJob* job) noexcept {
   job->next = incoming_.load(std::memory_order_relaxed);

@@ -35,8 +35,6 @@ void SendReactor::OnCancel() {
   });
 }
 
-void SendReactor::OnDone() {
-  intrusive_ptr_release(this);
-}
+void SendReactor::OnDone() { intrusive_ptr_release(this); }
 
 }  // namespace rx::detail

@@ -28,7 +28,7 @@ class SendReactor final : public grpc::ServerUnaryReactor, public PendingReply {
  private:
   LoopExecutor loop_;
   remote_xcomm::v1::SendResponse* response_;  // owned by gRPC; valid until Finish
-  bool finished_ = false;                      // loop-confined
+  bool finished_ = false;                     // loop-confined
 };
 
 }  // namespace rx::detail

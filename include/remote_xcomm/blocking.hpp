@@ -21,8 +21,7 @@ namespace rx {
 /// A failed RPC, for the blocking calls that report errors by exception.
 class RpcError : public std::runtime_error {
  public:
-  explicit RpcError(grpc::Status status)
-      : std::runtime_error(describe(status)), status_(std::move(status)) {}
+  explicit RpcError(grpc::Status status) : std::runtime_error(describe(status)), status_(std::move(status)) {}
   [[nodiscard]] const grpc::Status& status() const noexcept { return status_; }
   [[nodiscard]] grpc::StatusCode code() const noexcept { return status_.error_code(); }
 
@@ -70,7 +69,8 @@ void connect_ti_function(std::uint16_t port, TaskInstance& ti,
                          boost::asio::awaitable<void> (TaskInstance::*method)(Endpoint)) {
   ServerOptions options;
   options.port = port;
-  serve_until_signalled(options, key_of(ti), [&ti, method](Endpoint endpoint) { return (ti.*method)(std::move(endpoint)); });
+  serve_until_signalled(options, key_of(ti),
+                        [&ti, method](Endpoint endpoint) { return (ti.*method)(std::move(endpoint)); });
 }
 
 }  // namespace rx

@@ -36,12 +36,8 @@ class LoopExecutor {
   /// Asio operations of this library default to `asio::deferred`, which `co_await` accepts.
   using default_completion_token_type = boost::asio::deferred_t;
 
-  LoopExecutor(const LoopExecutor& other) noexcept : core_(other.core_), bits_(other.bits_) {
-    start_work();
-  }
-  LoopExecutor(LoopExecutor&& other) noexcept : core_(other.core_), bits_(other.bits_) {
-    other.bits_ &= ~TRACKED;
-  }
+  LoopExecutor(const LoopExecutor& other) noexcept : core_(other.core_), bits_(other.bits_) { start_work(); }
+  LoopExecutor(LoopExecutor&& other) noexcept : core_(other.core_), bits_(other.bits_) { other.bits_ &= ~TRACKED; }
   LoopExecutor& operator=(const LoopExecutor& other) noexcept {
     LoopExecutor copy(other);
     swap(copy);
@@ -60,8 +56,9 @@ class LoopExecutor {
   }
   [[nodiscard]] constexpr boost::asio::execution::blocking_t query(
       boost::asio::execution::blocking_t /*unused*/) const noexcept {
-    return (bits_ & BLOCKING_NEVER) != 0 ? boost::asio::execution::blocking_t(boost::asio::execution::blocking.never)
-                                         : boost::asio::execution::blocking_t(boost::asio::execution::blocking.possibly);
+    return (bits_ & BLOCKING_NEVER) != 0
+               ? boost::asio::execution::blocking_t(boost::asio::execution::blocking.never)
+               : boost::asio::execution::blocking_t(boost::asio::execution::blocking.possibly);
   }
   [[nodiscard]] constexpr boost::asio::execution::outstanding_work_t query(
       boost::asio::execution::outstanding_work_t /*unused*/) const noexcept {
@@ -86,9 +83,7 @@ class LoopExecutor {
   [[nodiscard]] LoopExecutor require(boost::asio::execution::outstanding_work_t::untracked_t /*unused*/) const {
     return {core_, bits_ & ~TRACKED};
   }
-  [[nodiscard]] LoopExecutor require(boost::asio::execution::relationship_t::fork_t /*unused*/) const {
-    return *this;
-  }
+  [[nodiscard]] LoopExecutor require(boost::asio::execution::relationship_t::fork_t /*unused*/) const { return *this; }
   [[nodiscard]] LoopExecutor require(boost::asio::execution::relationship_t::continuation_t /*unused*/) const {
     return *this;
   }
@@ -143,9 +138,7 @@ class LoopExecutor {
   unsigned bits_;
 };
 
-inline void detail::post_job(const LoopExecutor& executor, LoopJob* job) {
-  executor.core_->post(job);
-}
+inline void detail::post_job(const LoopExecutor& executor, LoopJob* job) { executor.core_->post(job); }
 
 /// The event loop: one `io_context` plus the token that lets one thread at a time run loop work.
 ///

@@ -31,8 +31,9 @@ namespace rx::detail {
 /// erasure or allocation: that is the hot path. Every other token goes through
 /// `any_completion_handler`. (Asio detail types: this pins the fast path to Boost 1.81's layout,
 /// and a static_assert in the tests checks that the default token still lands here.)
-using AwaitableGetHandler = boost::asio::detail::awaitable_async_op_handler<
-    void(boost::system::error_code, boost::json::object), boost::asio::any_io_executor>;
+using AwaitableGetHandler =
+    boost::asio::detail::awaitable_async_op_handler<void(boost::system::error_code, boost::json::object),
+                                                    boost::asio::any_io_executor>;
 using AwaitablePushHandler =
     boost::asio::detail::awaitable_async_op_handler<void(boost::system::error_code), boost::asio::any_io_executor>;
 
@@ -118,8 +119,8 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   // devector allocates nothing while empty: an idle endpoint costs no queue memory.
   boost::container::devector<QueuedRequest> queue_;
   PendingReplyPtr held_;
-  GetHandler waiter_;                                 // a waiting get, any token
-  std::optional<AwaitableGetHandler> awaiting_get_;   // a waiting get, from co_await
+  GetHandler waiter_;                                // a waiting get, any token
+  std::optional<AwaitableGetHandler> awaiting_get_;  // a waiting get, from co_await
   DeferredCompletion deferred_;
   boost::asio::cancellation_signal invocation_cancel_;
   grpc::Status close_status_;

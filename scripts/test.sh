@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing (Debian 12), builds in Release, and runs every check:
-# the header self-compile target, the whole CTest suite and the clang-format check.
+# the header self-compile target, the clang-format check and the whole CTest suite.
 # Exits non-zero if any of them fails. CI runs exactly this (.ci/run).
 #
 # Usage: scripts/test.sh [extra CMake arguments...]
@@ -28,18 +28,19 @@ cmake --build "$dir" --target remote_xcomm_header_checks </dev/null
 
 failed=()
 
-log "running the test suite"
-if ! timeout --kill-after=30 "${SUITE_TIMEOUT:-1500}" \
-  ctest --test-dir "$dir" --output-on-failure --no-tests=error \
-  -j "${CTEST_JOBS:-2}" --timeout "${CTEST_TIMEOUT:-300}" </dev/null; then
-  failed+=("ctest")
-fi
-
 if [[ "${CHECK_FORMAT:-1}" != 0 ]]; then
   log "checking formatting"
   if ! "$RX_ROOT/scripts/check-format.sh"; then
     failed+=("clang-format (fix with scripts/check-format.sh --fix)")
   fi
+fi
+
+# Last, so that CTest's summary closes the output.
+log "running the test suite"
+if ! timeout --kill-after=30 "${SUITE_TIMEOUT:-1500}" \
+  ctest --test-dir "$dir" --output-on-failure --no-tests=error \
+  -j "${CTEST_JOBS:-2}" --timeout "${CTEST_TIMEOUT:-300}" </dev/null; then
+  failed+=("ctest")
 fi
 
 if ((${#failed[@]} > 0)); then

@@ -1,0 +1,65 @@
+// A PendingReply without gRPC, for testing the endpoint queue on its own.
+#pragma once
+
+#include <remote_xcomm/detail/pending_reply.hpp>
+
+#include <boost/json/object.hpp>
+#include <boost/smart_ptr/intrusive_ptr.hpp>
+#include <grpcpp/support/status.h>
+
+#include <atomic>
+#include <optional>
+
+namespace rx_test {
+
+/// Records how the endpoint queue finished one request. Like the real transport, it finishes
+/// once: a second reply() or fail() returns false and changes nothing.
+class FakeReply final : public rx::detail::PendingReply {
+ public:
+  FakeReply() noexcept { live.fetch_add(1); }
+  ~FakeReply() override { live.fetch_sub(1); }
+
+  bool reply(const boost::json::object& outputs) override {
+    if (finished_) {
+      return false;
+    }
+    finished_ = true;
+    outputs_ = outputs;
+    status_ = grpc::Status::OK;
+    return true;
+  }
+
+  bool fail(const grpc::Status& status) override {
+    if (finished_) {
+      return false;
+    }
+    finished_ = true;
+    status_ = status;
+    return true;
+  }
+
+  [[nodiscard]] bool finished() const noexcept override { return finished_; }
+
+  /// The caller gives up (cancels, or its deadline passes), as the transport's OnCancel does.
+  void cancel_by_caller() { fail(grpc::Status(grpc::StatusCode::CANCELLED, "caller gave up")); }
+
+  /// The task's reply, if it replied.
+  [[nodiscard]] const std::optional<boost::json::object>& outputs() const noexcept { return outputs_; }
+  /// How the request finished, if it did.
+  [[nodiscard]] const std::optional<grpc::Status>& status() const noexcept { return status_; }
+  [[nodiscard]] grpc::StatusCode code() const { return status_ ? status_->error_code() : grpc::StatusCode::UNKNOWN; }
+
+  /// Number of FakeReply objects alive, to check that the queue releases what it holds.
+  static inline std::atomic<int> live{0};
+
+ private:
+  bool finished_ = false;
+  std::optional<boost::json::object> outputs_;
+  std::optional<grpc::Status> status_;
+};
+
+using FakeReplyPtr = boost::intrusive_ptr<FakeReply>;
+
+inline FakeReplyPtr make_fake_reply() { return FakeReplyPtr(new FakeReply); }
+
+}  // namespace rx_test

@@ -1,0 +1,305 @@
+// rx::Loop and rx::LoopExecutor: one thread at a time, arrival order, inline dispatch when idle.
+#include "utils/counted.hpp"
+#include "utils/run_coroutine.hpp"
+#include "utils/wait.hpp"
+
+#include <remote_xcomm/loop.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+using rx_test::Counted;
+
+class LoopTest : public ::testing::Test {
+ protected:
+  // Runs the io_context on a worker thread, as an application's loop thread would.
+  void start_loop_thread() {
+    work_.emplace(context_.get_executor());
+    loop_thread_ = std::thread([this] { context_.run(); });
+  }
+
+  void TearDown() override {
+    work_.reset();
+    if (loop_thread_.joinable()) {
+      loop_thread_.join();
+    }
+  }
+
+  asio::io_context context_;
+  rx::Loop loop_{context_};
+  rx::LoopExecutor executor_ = loop_.get_executor();
+
+ private:
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::thread loop_thread_;
+};
+
+TEST_F(LoopTest, DispatchFromAForeignThreadRunsInlineWhenTheLoopIsIdle) {
+  std::thread::id ran_on;
+  bool running_inside = false;
+  std::thread::id foreign;
+  std::thread thread([&] {
+    foreign = std::this_thread::get_id();
+    asio::dispatch(executor_, [&] {
+      ran_on = std::this_thread::get_id();
+      running_inside = executor_.running_in_this_thread();
+    });
+  });
+  thread.join();
+  EXPECT_EQ(ran_on, foreign);  // ran before dispatch returned, on the dispatching thread
+  EXPECT_TRUE(running_inside);
+}
+
+TEST_F(LoopTest, PostNeverRunsInlineAndTheIoContextRunsIt) {
+  bool ran = false;
+  asio::post(executor_, [&] { ran = true; });
+  EXPECT_FALSE(ran);
+  context_.poll();
+  EXPECT_TRUE(ran);
+}
+
+TEST_F(LoopTest, RunningInThisThreadIsTrueOnlyInsideLoopWork) {
+  EXPECT_FALSE(executor_.running_in_this_thread());
+  bool inside = false;
+  bool other_thread_sees_inside = true;
+  asio::dispatch(executor_, [&] {
+    inside = executor_.running_in_this_thread();
+    std::thread other([&] { other_thread_sees_inside = executor_.running_in_this_thread(); });
+    other.join();
+  });
+  EXPECT_TRUE(inside);
+  EXPECT_FALSE(other_thread_sees_inside);
+  EXPECT_FALSE(executor_.running_in_this_thread());
+}
+
+TEST_F(LoopTest, RunningInThisThreadTellsLoopsApart) {
+  rx::Loop other_loop(context_);
+  bool other_inside = true;
+  asio::dispatch(executor_, [&] { other_inside = other_loop.get_executor().running_in_this_thread(); });
+  EXPECT_FALSE(other_inside);
+}
+
+TEST_F(LoopTest, DispatchFromInsideLoopWorkRunsInline) {
+  std::vector<int> order;
+  asio::dispatch(executor_, [&] {
+    order.push_back(1);
+    asio::dispatch(executor_, [&] { order.push_back(2); });
+    order.push_back(3);
+  });
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+}
+
+TEST_F(LoopTest, PostFromInsideLoopWorkRunsAfterTheCurrentJob) {
+  std::vector<int> order;
+  asio::dispatch(executor_, [&] {
+    order.push_back(1);
+    asio::post(executor_, [&] { order.push_back(3); });
+    order.push_back(2);
+  });
+  context_.poll();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+}
+
+TEST_F(LoopTest, JobsPostedFromOneThreadRunInArrivalOrder) {
+  start_loop_thread();
+  constexpr int JOBS = 2000;
+  std::vector<int> order;  // loop-confined
+  std::promise<void> done;
+  for (int i = 0; i < JOBS; ++i) {
+    asio::post(executor_, [&, i] {
+      order.push_back(i);
+      if (i == JOBS - 1) {
+        done.set_value();
+      }
+    });
+  }
+  rx_test::wait_for(done.get_future(), "the last job");
+  ASSERT_EQ(order.size(), static_cast<std::size_t>(JOBS));
+  for (int i = 0; i < JOBS; ++i) {
+    ASSERT_EQ(order[static_cast<std::size_t>(i)], i);
+  }
+}
+
+TEST_F(LoopTest, JobsDispatchedAndPostedFromOneThreadRunInArrivalOrder) {
+  start_loop_thread();
+  constexpr int JOBS = 2000;
+  std::vector<int> order;  // loop-confined
+  std::promise<void> done;
+  for (int i = 0; i < JOBS; ++i) {
+    auto job = [&, i] {
+      order.push_back(i);
+      if (i == JOBS - 1) {
+        done.set_value();
+      }
+    };
+    // Dispatch runs inline when the worker is idle and queues behind earlier jobs when it is not.
+    if (i % 3 == 0) {
+      asio::post(executor_, job);
+    } else {
+      asio::dispatch(executor_, job);
+    }
+  }
+  rx_test::wait_for(done.get_future(), "the last job");
+  ASSERT_EQ(order.size(), static_cast<std::size_t>(JOBS));
+  for (int i = 0; i < JOBS; ++i) {
+    ASSERT_EQ(order[static_cast<std::size_t>(i)], i);
+  }
+}
+
+TEST_F(LoopTest, WorkFromManyThreadsAllRunsAndNeverOnTwoThreadsAtOnce) {
+  start_loop_thread();
+  constexpr int THREADS = 4;
+  constexpr int JOBS_PER_THREAD = 2000;
+  constexpr int TOTAL = THREADS * JOBS_PER_THREAD;
+  std::atomic<int> inside{0};
+  std::atomic<int> overlaps{0};
+  std::atomic<int> alive{0};
+  int plain_counter = 0;  // not atomic: only the loop token protects it (ThreadSanitizer checks that)
+  std::vector<std::vector<int>> seen_per_producer(THREADS);  // loop-confined
+  std::promise<void> done;
+
+  std::vector<std::thread> producers;
+  for (int t = 0; t < THREADS; ++t) {
+    producers.emplace_back([&, t] {
+      for (int i = 0; i < JOBS_PER_THREAD; ++i) {
+        auto job = [&, t, i, counted = Counted(alive)] {
+          if (inside.fetch_add(1) != 0) {
+            overlaps.fetch_add(1);
+          }
+          seen_per_producer[static_cast<std::size_t>(t)].push_back(i);
+          const bool last = ++plain_counter == TOTAL;
+          inside.fetch_sub(1);
+          if (last) {
+            done.set_value();
+          }
+        };
+        if (i % 2 == 0) {
+          asio::dispatch(executor_, std::move(job));
+        } else {
+          asio::post(executor_, std::move(job));
+        }
+      }
+    });
+  }
+  for (std::thread& producer : producers) {
+    producer.join();
+  }
+  rx_test::wait_for(done.get_future(), "every job");
+  EXPECT_EQ(overlaps.load(), 0);
+  std::promise<int> counted;
+  asio::dispatch(executor_, [&] { counted.set_value(plain_counter); });
+  EXPECT_EQ(rx_test::wait_for(counted.get_future()), TOTAL);
+  for (int t = 0; t < THREADS; ++t) {  // each producer's jobs ran in the order it submitted them
+    const auto& seen = seen_per_producer[static_cast<std::size_t>(t)];
+    ASSERT_EQ(seen.size(), static_cast<std::size_t>(JOBS_PER_THREAD));
+    for (int i = 0; i < JOBS_PER_THREAD; ++i) {
+      ASSERT_EQ(seen[static_cast<std::size_t>(i)], i) << "producer " << t;
+    }
+  }
+  EXPECT_EQ(alive.load(), 0);  // every job and its captures were freed after running
+}
+
+TEST_F(LoopTest, AJobThatThrowsSurfacesWhereTheIoContextRunsAndLaterWorkStillRuns) {
+  bool queued_behind_ran = false;
+  auto failing_job = [&] {
+    asio::post(executor_, [&] { queued_behind_ran = true; });
+    throw std::runtime_error("job failed");
+  };
+  // The dispatching thread (think: a gRPC poller) is not unwound.
+  EXPECT_NO_THROW(asio::dispatch(executor_, failing_job));
+  EXPECT_THROW(context_.poll(), std::runtime_error);
+  context_.restart();
+  context_.poll();
+  EXPECT_TRUE(queued_behind_ran);
+
+  bool later_ran = false;
+  asio::dispatch(executor_, [&] { later_ran = true; });
+  EXPECT_TRUE(later_ran);  // the token was released
+}
+
+TEST(Loop, DestroyedWithQueuedWorkFreesItWithoutRunningIt) {
+  std::atomic<int> alive{0};
+  bool ran = false;
+  {
+    asio::io_context context;
+    {
+      rx::Loop loop(context);
+      asio::post(loop.get_executor(), [&ran, counted = Counted(alive)] { ran = true; });
+      EXPECT_EQ(alive.load(), 1);
+    }
+    EXPECT_EQ(alive.load(), 0);
+    context.poll();  // the drain the loop had asked for finds the loop gone
+  }
+  EXPECT_FALSE(ran);
+}
+
+TEST_F(LoopTest, ExecutorAnswersAsiosPropertyQueries) {
+  namespace execution = asio::execution;
+  EXPECT_EQ(&asio::query(executor_, execution::context), &context_);
+  EXPECT_EQ(asio::query(executor_, execution::blocking), execution::blocking.possibly);
+  EXPECT_EQ(asio::query(executor_, execution::outstanding_work), execution::outstanding_work.untracked);
+
+  const auto never = asio::require(executor_, execution::blocking.never);
+  EXPECT_EQ(asio::query(never, execution::blocking), execution::blocking.never);
+  const auto tracked = asio::prefer(executor_, execution::outstanding_work.tracked);
+  EXPECT_EQ(asio::query(tracked, execution::outstanding_work), execution::outstanding_work.tracked);
+
+  EXPECT_EQ(executor_, loop_.get_executor());
+  EXPECT_NE(executor_, never);
+  rx::Loop other(context_);
+  EXPECT_NE(executor_, other.get_executor());
+}
+
+TEST_F(LoopTest, TrackedExecutorKeepsTheIoContextRunningUntilReleased) {
+  std::optional<rx::LoopExecutor> tracked(asio::prefer(executor_, asio::execution::outstanding_work.tracked));
+  std::promise<void> returned;
+  std::thread runner([&] {
+    context_.run();
+    returned.set_value();
+  });
+  std::promise<bool> saw_loop;
+  asio::post(*tracked, [&] { saw_loop.set_value(executor_.running_in_this_thread()); });
+  EXPECT_TRUE(rx_test::wait_for(saw_loop.get_future()));
+  tracked.reset();
+  rx_test::wait_for(returned.get_future(), "io_context::run to return");
+  runner.join();
+}
+
+TEST_F(LoopTest, TimersOnTheLoopExecutorCompleteOnTheLoop) {
+  asio::steady_timer timer(executor_, std::chrono::steady_clock::time_point{});  // already expired
+  std::optional<bool> on_loop;
+  timer.async_wait([&](boost::system::error_code error) {
+    EXPECT_FALSE(error);
+    on_loop = executor_.running_in_this_thread();
+  });
+  context_.run();
+  ASSERT_TRUE(on_loop.has_value());
+  EXPECT_TRUE(*on_loop);
+}
+
+TEST_F(LoopTest, CoSpawnedCoroutinesRunOnTheLoop) {
+  const bool on_loop =
+      rx_test::run_on_this_thread(context_, executor_, [executor = executor_]() -> asio::awaitable<bool> {
+        co_await asio::post(executor, asio::use_awaitable);
+        co_return executor.running_in_this_thread();
+      });
+  EXPECT_TRUE(on_loop);
+}
+
+}  // namespace

@@ -137,7 +137,7 @@ TEST_F(ClientTest, AClientWithItsOwnLoopCanBeDestroyedRightAfterItsLastCallCompl
   // Client's contract: destroy it after its calls have completed. The completion runs on a gRPC
   // thread inside the client's own loop, so that thread must be done with the loop by the time
   // the handler has run. Repeated because the race it guards against is narrow.
-  for (int round = 0; round < 30; ++round) {
+  for (int round = 0; round < 300; ++round) {
     std::promise<grpc::Status> done;
     {
       rx::Client own(context_);

@@ -22,8 +22,8 @@
 // benchmark in a process of its own for the cleanest figure (scripts/bench.sh does).
 #include "common/closed_loop.hpp"
 #include "common/payloads.hpp"
+#include "common/process_stats.hpp"
 #include "common/raw_echo.hpp"
-#include "common/rss.hpp"
 #include "common/rxcomm_echo.hpp"
 
 #include <remote_xcomm/detail/endpoint_state.hpp>

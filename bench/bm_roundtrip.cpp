@@ -10,14 +10,17 @@
 // Twins put the same bytes on the wire (a SendRequest with the same key length and payload text,
 // a SendResponse echoing it, the same deadline and channel arguments) and report the same
 // counters, so a ratio reads straight off one run: requests_per_second (messages_per_second for
-// streams), p50_us, p99_us, and CPU time = the whole process's CPU per request (client and server
-// share the machine, as they do on the target VM). Each completion issues the next request, so
-// N stay in flight; every request of the budget is waited for inside the timed region. In the
-// rxcomm run each in-flight slot sends to an endpoint of its own, whose task always waits in
-// get() when its request arrives: a scheduler talking to N task instances.
+// streams), p50_us, p99_us, CPU time = the whole process's CPU per request (client and server
+// share the machine, as they do on the target VM), sleeps_per_request (voluntary context
+// switches of all threads: each sleep is a wake-up, the cost the hand-off design must not add)
+// and loop_thread_jobs_per_request (work that reached a Loop's own thread; 0 for raw gRPC). Each completion issues the
+// next request, so N stay in flight; every request of the budget is waited for inside the timed region. In the rxcomm
+// run each in-flight slot sends to an endpoint of its own, whose task always waits in get() when its request arrives: a
+// scheduler talking to N task instances.
 #include "codec.hpp"
 #include "common/closed_loop.hpp"
 #include "common/payloads.hpp"
+#include "common/process_stats.hpp"
 #include "common/raw_echo.hpp"
 #include "common/rxcomm_echo.hpp"
 
@@ -93,25 +96,54 @@ Environment& env() {
   return *environment;
 }
 
+/// Counts, around a run, how often threads went to sleep (so had to be woken) and how much work
+/// reached Remote XComm's loop threads, and reports both per request. Raw gRPC has no loop
+/// threads; it reports 0 there so that twins report the same counters.
+class WakeProbe {
+ public:
+  explicit WakeProbe(Environment& e)
+      : environment_(e), switches_(voluntary_context_switches()), loop_handlers_(e.rxcomm().loop_thread_handlers()) {}
+
+  void report(benchmark::State& state) const {
+    if (state.error_occurred() || state.iterations() == 0) {
+      return;
+    }
+    const auto requests = static_cast<double>(state.iterations());
+    state.counters["sleeps_per_request"] = static_cast<double>(voluntary_context_switches() - switches_) / requests;
+    state.counters["loop_thread_jobs_per_request"] =
+        static_cast<double>(environment_.rxcomm().loop_thread_handlers() - loop_handlers_) / requests;
+  }
+
+ private:
+  Environment& environment_;
+  std::int64_t switches_;
+  std::int64_t loop_handlers_;
+};
+
 void unary_raw_grpc(benchmark::State& state, int in_flight, std::size_t bytes) {
   Environment& e = env();
   const SendRequest& request = e.raw_request(bytes);
+  const WakeProbe probe(e);
   run_closed_loop(
       state, in_flight, [&](ClosedLoop& loop, int /*slot*/) { issue_raw_unary(e.raw_unary(), request, loop); },
       "requests_per_second");
+  probe.report(state);
 }
 
 void unary_rxcomm(benchmark::State& state, int in_flight, std::size_t bytes) {
   Environment& e = env();
   const boost::json::object& payload = e.payload(bytes);
+  const WakeProbe probe(e);
   run_closed_loop(
       state, in_flight, [&](ClosedLoop& loop, int slot) { issue_rxcomm_unary(e.rxcomm(), e.key(slot), payload, loop); },
       "requests_per_second");
+  probe.report(state);
 }
 
 void stream_raw_grpc(benchmark::State& state, int in_flight, std::size_t bytes) {
   Environment& e = env();
   const SendRequest& request = e.raw_request(bytes);
+  const WakeProbe probe(e);
   ClosedLoop loop(std::max<std::int64_t>(state.max_iterations, 1));
   grpc::Status status;
   while (state.KeepRunningBatch(loop.total())) {
@@ -122,6 +154,7 @@ void stream_raw_grpc(benchmark::State& state, int in_flight, std::size_t bytes) 
     return;
   }
   report_closed_loop(state, loop, "messages_per_second");
+  probe.report(state);
 }
 
 using Variant = void (*)(benchmark::State&, int, std::size_t);

@@ -336,14 +336,20 @@ def section_pairs(pairs: list[Pair]) -> str:
             fmt_ratio(p.throughput_ratio),
             f"{fmt(p.raw.get('cpu_time') / 1000)} / {fmt(p.ours.get('cpu_time') / 1000)}",
             fmt_ratio(p.cpu_ratio),
+            f"{fmt(p.raw.get('sleeps_per_request'), 2)} / {fmt(p.ours.get('sleeps_per_request'), 2)}",
+            fmt(p.ours.get("loop_thread_jobs_per_request"), 2),
         ])
     return (
         "## Remote XComm against raw gRPC\n\n"
         "Each row is a pair of twins from the same run: raw gRPC / Remote XComm. Ratios are Remote XComm ÷ raw "
         "(latency and CPU: lower is better; throughput: higher is better). CPU is the whole process's CPU time "
-        "per request, client and server together, in µs.\n\n"
+        "per request, client and server together, in µs. Sleeps are voluntary context switches of all the "
+        "process's threads per request: each is a thread that some later message has to wake, the cost the "
+        "hand-off design must not add. Loop jobs count work that reached a Loop's own thread instead of running "
+        "on the gRPC thread that delivered it.\n\n"
         + table(["benchmark", "p50 µs raw / rx", "p50 ratio", "p99 µs raw / rx", "p99 ratio", "throughput raw / rx",
-                 "throughput ratio", "CPU µs/req raw / rx", "CPU ratio"], rows)
+                 "throughput ratio", "CPU µs/req raw / rx", "CPU ratio", "sleeps/req raw / rx",
+                 "loop-thread jobs/req rx"], rows)
         + "\n"
     )
 
@@ -358,13 +364,13 @@ def section_network(results: list[Result], pairs: list[Pair]) -> str:
         unit = "msg/s" if "messages" in counter else "req/s"
         rows.append([f"{r.label} ({r.variant})", fmt(r.get("p50_us")), fmt(r.get("p99_us")),
                      f"{fmt(r.get(counter))}{fmt_cv(r, counter)} {unit}", fmt(r.get("cpu_time") / 1000),
-                     r.error or ""])
+                     fmt(r.get("sleeps_per_request"), 2), r.error or ""])
     if not rows:
         return ""
     return ("## Baselines without a twin yet\n\nThe raw bidirectional-stream echo is what the coming multiplexed "
             "stream will be held against.\n\n"
-            + table(["benchmark", "p50 µs", "p99 µs", "throughput", "CPU µs/msg", "error"], rows,
-                    ["l", "r", "r", "r", "r", "l"]) + "\n")
+            + table(["benchmark", "p50 µs", "p99 µs", "throughput", "CPU µs/msg", "sleeps/msg", "error"], rows,
+                    ["l", "r", "r", "r", "r", "r", "l"]) + "\n")
 
 
 def section_handoff(results: list[Result]) -> str:

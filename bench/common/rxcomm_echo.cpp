@@ -7,6 +7,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <functional>
 #include <stdexcept>
 #include <utility>
 
@@ -31,8 +32,14 @@ RxcommEcho::RxcommEcho() {
   server_.start();
   target_ = server_.target();
   client_work_.emplace(client_context_.get_executor());
-  server_thread_ = std::thread([this] { server_context_.run(); });
-  client_thread_ = std::thread([this] { client_context_.run(); });
+  // io_context::run(), one handler at a time so that they can be counted.
+  auto run = [this](boost::asio::io_context& context) {
+    while (context.run_one() != 0) {
+      loop_thread_handlers_.fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+  server_thread_ = std::thread(run, std::ref(server_context_));
+  client_thread_ = std::thread(run, std::ref(client_context_));
 }
 
 RxcommEcho::~RxcommEcho() {

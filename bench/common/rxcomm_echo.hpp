@@ -14,6 +14,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/json/object.hpp>
 
+#include <atomic>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <thread>
@@ -42,6 +44,13 @@ class RxcommEcho {
   [[nodiscard]] rx::Client& client() noexcept { return client_; }
   [[nodiscard]] const std::string& target() const noexcept { return target_; }
 
+  /// Handlers the two loop threads have run so far. gRPC's threads run loop work themselves
+  /// when the loop is idle; each handler here is work that had to wake a loop thread instead
+  /// (a drain posted to the io_context because the loop was busy or the work was posted).
+  [[nodiscard]] std::int64_t loop_thread_handlers() const noexcept {
+    return loop_thread_handlers_.load(std::memory_order_relaxed);
+  }
+
  private:
   boost::asio::io_context server_context_;
   boost::asio::io_context client_context_;
@@ -51,6 +60,7 @@ class RxcommEcho {
   rx::Client client_{client_loop_};
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> client_work_;
   std::string target_;
+  std::atomic<std::int64_t> loop_thread_handlers_{0};
   std::thread server_thread_;
   std::thread client_thread_;
 };

@@ -114,7 +114,10 @@ if ! git -C "$root" diff --quiet HEAD -- include src bench 2>/dev/null; then
   revision="$revision with uncommitted changes"
 fi
 
-mapfile -t result_files < <(find "$results_dir" -maxdepth 1 -name '*.json' ! -name benchmarks.json | LC_ALL=C sort)
+# A binary whose filter matched nothing leaves an empty file.
+mapfile -t result_files < <(find "$results_dir" -maxdepth 1 -name '*.json' ! -name benchmarks.json -size +0 |
+  LC_ALL=C sort)
+((${#result_files[@]} > 0)) || die "no benchmark ran (BENCH_FILTER=${BENCH_FILTER:-})"
 /usr/bin/python3 "$root/scripts/bench_report.py" --markdown "$markdown" --plot "$plot" \
   --merged "$results_dir/benchmarks.json" --command "$command" --revision "$revision" "${result_files[@]}"
 log "report: $markdown (plot $plot); raw results: $results_dir/benchmarks.json"

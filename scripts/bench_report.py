@@ -108,7 +108,11 @@ def numbers(entry: dict) -> dict[str, float]:
 def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
     contexts, entries = [], []
     for path in paths:
-        data = json.loads(path.read_text())
+        text = path.read_text()
+        if not text.strip():  # a binary whose filter matched nothing writes an empty file
+            print(f"skipping {path}: empty", file=sys.stderr)
+            continue
+        data = json.loads(text)
         context = data.get("context", {})
         context["_file"] = path.name
         contexts.append(context)

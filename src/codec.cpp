@@ -1,7 +1,11 @@
 #include "codec.hpp"
 
+#include <boost/json/error.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+
+#include <boost/container/small_vector.hpp>
+#include <cmath>
 
 namespace rx::detail {
 
@@ -14,6 +18,10 @@ bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json
   options.max_depth = max_depth;
   boost::system::error_code ec;
   boost::json::value value = boost::json::parse(text, ec, {}, options);
+  if (ec == boost::json::error::too_deep) {
+    error = "payload nests arrays and objects deeper than " + std::to_string(max_depth) + " levels";
+    return false;
+  }
   if (ec) {
     error = "payload is not valid JSON: " + ec.message();
     return false;
@@ -22,7 +30,40 @@ bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json
     error = "payload must be a JSON object, got a JSON " + std::string(boost::json::to_string(value.kind()));
     return false;
   }
+  // Boost.JSON reads 1e400 as infinity, which no JSON text can carry back out.
+  if (!all_numbers_finite(value)) {
+    error = "payload has a number too large for a double (JSON cannot represent infinity)";
+    return false;
+  }
   out = std::move(value.get_object());
+  return true;
+}
+
+bool all_numbers_finite(const boost::json::value& root) {
+  boost::container::small_vector<const boost::json::value*, 32> pending{&root};  // no allocation for small payloads
+  while (!pending.empty()) {
+    const boost::json::value* value = pending.back();
+    pending.pop_back();
+    switch (value->kind()) {
+      case boost::json::kind::double_:
+        if (!std::isfinite(value->get_double())) {
+          return false;
+        }
+        break;
+      case boost::json::kind::array:
+        for (const boost::json::value& element : value->get_array()) {
+          pending.push_back(&element);
+        }
+        break;
+      case boost::json::kind::object:
+        for (const auto& member : value->get_object()) {
+          pending.push_back(&member.value());
+        }
+        break;
+      default:
+        break;
+    }
+  }
   return true;
 }
 

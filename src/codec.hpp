@@ -6,6 +6,7 @@
 #include <remote_xcomm/v1/remote_xcomm.pb.h>
 
 #include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
 
 #include <cstddef>
 #include <string>
@@ -19,6 +20,9 @@ inline constexpr std::size_t DEFAULT_MAX_JSON_DEPTH = 64;
 /// Parses UTF-8 JSON text that must hold one object; empty text is the empty object.
 /// On failure returns false and says why in `error` (the text of an INVALID_ARGUMENT status).
 bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json::object& out, std::string& error);
+
+/// False if `value` holds a NaN or an infinity anywhere: JSON text cannot carry them.
+[[nodiscard]] bool all_numbers_finite(const boost::json::value& value);
 
 [[nodiscard]] std::string serialize_json(const boost::json::object& object);
 

@@ -260,7 +260,17 @@ void EndpointState::start_push(boost::json::object outputs, AwaitablePushHandler
 void EndpointState::start_invocation() {
   invocation_running_ = true;
   gets_in_invocation_ = 0;
-  asio::co_spawn(executor_, task_(Endpoint(shared_from_this())),
+  boost::asio::awaitable<void> invocation;
+  try {
+    invocation = task_(Endpoint(shared_from_this()));
+  } catch (...) {
+    // The task function threw before it returned a coroutine. End the invocation from the queue,
+    // not from here: ending it may invoke the task again, and this must not recurse.
+    asio::post(executor_,
+               [self = shared_from_this(), error = std::current_exception()] { self->on_invocation_end(error); });
+    return;
+  }
+  asio::co_spawn(executor_, std::move(invocation),
                  asio::bind_cancellation_slot(
                      invocation_cancel_.slot(),
                      [self = shared_from_this()](const std::exception_ptr& error) { self->on_invocation_end(error); }));

@@ -50,6 +50,9 @@ void LoopCore::dispatch(LoopJob* job) {
   if (running_in_this_thread()) {
     return;  // the enclosing run_pending on this thread takes the job before it releases the token
   }
+  // The work may end the life of whatever owns this loop (a Client destroyed as soon as its last
+  // completion has run); the token holder must outlive its own run.
+  const std::shared_ptr<LoopCore> keep_alive = shared_from_this();
   try {
     run_pending();
   } catch (...) {

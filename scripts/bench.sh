@@ -7,7 +7,7 @@
 # Environment (defaults in brackets):
 #   BENCH_BUILD_DIR            Release build directory [build-bench]
 #   BENCH_RESULTS_DIR          where each binary's JSON and the merged JSON go [$BENCH_BUILD_DIR/results]
-#   BENCH_REPETITIONS          repetitions of the round trips, medians reported [5]
+#   BENCH_REPETITIONS          repetitions of the round trips, run interleaved, medians reported [5]
 #   BENCH_LOCAL_REPETITIONS    repetitions of codec and loop hand-off [3]
 #   BENCH_MIN_TIME             --benchmark_min_time, seconds per repetition [Google Benchmark's 0.5]
 #   BENCH_FILTER               --benchmark_filter for every binary [all]
@@ -88,7 +88,10 @@ run() {
 local_args=(--benchmark_repetitions="$local_repetitions" --benchmark_report_aggregates_only=true)
 run codec "$bin/bm_codec" "${local_args[@]}"
 run handoff "$bin/bm_handoff" "${local_args[@]}"
-run roundtrip "$bin/bm_roundtrip" --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true
+# Repetitions of all round trips in random order, so that twins see the same machine on average
+# (the foundation issue's measurements interleaved their variants the same way).
+run roundtrip "$bin/bm_roundtrip" --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true \
+  --benchmark_enable_random_interleaving=true
 
 # Density: each case in a process of its own, so one case's freed memory cannot hide the next's.
 mapfile -t density_cases < <("$bin/bm_density" --density_endpoints="$density_endpoints" --benchmark_list_tests \

@@ -203,6 +203,11 @@ def rate_counter_of(result: Result) -> str:
     return "items_per_second"
 
 
+def natural_key(text: str) -> list:
+    """Sorts "in_flight:64" after "in_flight:1" however the run interleaved them."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
 def find_pairs(results: list[Result]) -> list[Pair]:
     twins: dict[str, dict[str, Result]] = {}
     for result in results:
@@ -212,7 +217,7 @@ def find_pairs(results: list[Result]) -> list[Pair]:
     for key, group in twins.items():
         if "raw_grpc" in group and "rxcomm" in group:
             pairs.append(Pair(key, group["raw_grpc"], group["rxcomm"], rate_counter_of(group["raw_grpc"])))
-    return pairs
+    return sorted(pairs, key=lambda p: natural_key(p.key))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,7 +562,8 @@ def plot(pairs: list[Pair], results: list[Result], path: Path) -> None:
         ax_codec.set_ylim(min(finite) / 2, max(finite) * 8)
     ax_codec.set_ylabel("MiB/s (log scale)")
     ax_codec.set_title("Codec, by JSON payload size")
-    ax_codec.legend(fontsize=7)
+    if operations:
+        ax_codec.legend(fontsize=7)
 
     for ax in axes.flat:
         ax.tick_params(axis="x", labelsize=7)
@@ -592,7 +598,7 @@ def main(argv: list[str]) -> int:
             if key in entry and scale != 1.0:
                 entry[key] = entry[key] * scale
         entry["time_unit"] = "ns"
-    results = collect(entries)
+    results = sorted(collect(entries), key=lambda r: natural_key(r.run_name))
     pairs = find_pairs(results)
 
     args.markdown.parent.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,9 @@ namespace asio = boost::asio;
 /// Stands in for the transport: counts replies, never finishes, is never freed mid-run.
 class CountingReply final : public rx::detail::PendingReply {
  public:
-  bool reply(const boost::json::object& /*outputs*/) override {
+  boost::system::error_code reply(const boost::json::object& /*outputs*/) override {
     ++replies;
-    return true;
+    return {};
   }
   bool fail(const grpc::Status& /*status*/) override {
     ++failures;

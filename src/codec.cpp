@@ -39,6 +39,15 @@ bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json
   return true;
 }
 
+bool all_numbers_finite(const boost::json::object& object) {
+  for (const auto& member : object) {
+    if (!all_numbers_finite(member.value())) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool all_numbers_finite(const boost::json::value& root) {
   boost::container::small_vector<const boost::json::value*, 32> pending{&root};  // no allocation for small payloads
   while (!pending.empty()) {

@@ -23,6 +23,7 @@ bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json
 
 /// False if `value` holds a NaN or an infinity anywhere: JSON text cannot carry them.
 [[nodiscard]] bool all_numbers_finite(const boost::json::value& value);
+[[nodiscard]] bool all_numbers_finite(const boost::json::object& object);
 
 [[nodiscard]] std::string serialize_json(const boost::json::object& object);
 

@@ -178,10 +178,16 @@ bool EndpointState::pop_live(QueuedRequest& out) {
   while (!queue_.empty()) {
     QueuedRequest front = std::move(queue_.front());
     queue_.pop_front();
-    if (!front.reply->finished()) {  // skip requests whose callers already gave up
-      out = std::move(front);
-      return true;
+    if (front.reply->finished()) {
+      continue;
     }
+    if (front.reply->cancelled()) {  // the caller gave up while it waited: never hand it to the task
+      front.reply->fail(
+          grpc::Status(grpc::StatusCode::CANCELLED, "the caller cancelled the call or its deadline passed"));
+      continue;
+    }
+    out = std::move(front);
+    return true;
   }
   return false;
 }
@@ -236,9 +242,7 @@ void EndpointState::start_push_with(const boost::json::object& outputs, Handler&
     result = errc::no_request_held;
   } else {
     const PendingReplyPtr held = std::move(held_);
-    if (!held->reply(outputs)) {
-      result = errc::request_cancelled;
-    }
+    result = held->reply(outputs);
   }
   complete_later(std::move(handler), result);
 }

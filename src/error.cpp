@@ -22,6 +22,10 @@ class ErrorCategory final : public boost::system::error_category {
         return "the endpoint was detached or its server shut down";
       case errc::request_cancelled:
         return "the caller gave up on the request (cancelled or deadline passed); the reply was dropped";
+      case errc::reply_not_json:
+        return "the reply holds NaN or infinity, which JSON cannot carry; the caller got INTERNAL";
+      case errc::reply_too_large:
+        return "the encoded reply is larger than the server's message limit; the caller got RESOURCE_EXHAUSTED";
     }
     return "unknown remote_xcomm error";
   }

@@ -2,7 +2,7 @@
 #include <remote_xcomm/server.hpp>
 
 #include "codec.hpp"
-#include "send_reactor.hpp"
+#include "unary_send_call.hpp"
 
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
 
@@ -53,18 +53,20 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
     work_.emplace(loop_->context().get_executor());  // the loop must run until shutdown() returns
   }
 
-  grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* /*context*/, const remote_xcomm::v1::SendRequest* request,
+  grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* context, const remote_xcomm::v1::SendRequest* request,
                                  remote_xcomm::v1::SendResponse* response) override {
-    auto* reactor = new SendReactor(executor_, response);
+    PendingReplyPtr call(new UnarySendCall(context, response, static_cast<std::size_t>(options_.max_message_bytes)));
+    // Taken now: once handed to the loop, the call may be finished (and freed) before we return.
+    grpc::ServerUnaryReactor* const reactor = static_cast<UnarySendCall&>(*call).reactor();
     boost::json::object payload;
     std::string error;
     // Parsed here, on the gRPC thread, so that bad input is refused without touching the loop.
     if (!parse_json_object(request->payload_json(), options_.max_json_depth, payload, error)) {
-      reactor->fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
+      call->fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
       return reactor;
     }
-    executor_.execute([this, reply = PendingReplyPtr(reactor), request, payload = std::move(payload)]() mutable {
-      route(view_of(request->key()), std::move(reply), std::move(payload));
+    executor_.execute([this, call = std::move(call), request, payload = std::move(payload)]() mutable {
+      route(view_of(request->key()), std::move(call), std::move(payload));
     });
     return reactor;
   }

@@ -17,6 +17,10 @@ enum class errc {
   endpoint_closed,
   /// The caller of the held request gave up (cancelled or its deadline passed); the reply was dropped.
   request_cancelled,
+  /// The reply holds NaN or infinity, which JSON cannot carry; the caller got INTERNAL.
+  reply_not_json,
+  /// The encoded reply is larger than the server sends; the caller got RESOURCE_EXHAUSTED.
+  reply_too_large,
 };
 
 /// The error category of rx::errc, named "remote_xcomm".

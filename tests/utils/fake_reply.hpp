@@ -2,6 +2,7 @@
 #pragma once
 
 #include <remote_xcomm/detail/pending_reply.hpp>
+#include <remote_xcomm/error.hpp>
 
 #include <boost/json/object.hpp>
 #include <boost/smart_ptr/intrusive_ptr.hpp>
@@ -13,20 +14,20 @@
 namespace rx_test {
 
 /// Records how the endpoint queue finished one request. Like the real transport, it finishes
-/// once: a second reply() or fail() returns false and changes nothing.
+/// once: a second reply() fails with errc::request_cancelled, a second fail() returns false.
 class FakeReply final : public rx::detail::PendingReply {
  public:
   FakeReply() noexcept { live.fetch_add(1); }
   ~FakeReply() override { live.fetch_sub(1); }
 
-  bool reply(const boost::json::object& outputs) override {
+  boost::system::error_code reply(const boost::json::object& outputs) override {
     if (finished_) {
-      return false;
+      return rx::errc::request_cancelled;
     }
     finished_ = true;
     outputs_ = outputs;
     status_ = grpc::Status::OK;
-    return true;
+    return {};
   }
 
   bool fail(const grpc::Status& status) override {

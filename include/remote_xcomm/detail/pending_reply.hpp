@@ -3,6 +3,7 @@
 
 #include <boost/json/object.hpp>
 #include <boost/smart_ptr/intrusive_ptr.hpp>
+#include <boost/system/error_code.hpp>
 #include <grpcpp/support/status.h>
 
 #include <atomic>
@@ -13,17 +14,24 @@ namespace rx::detail {
 /// that a task's push can answer one request. Reference counted: the transport holds one
 /// reference until gRPC is done with the call, and whoever queues the request holds another.
 ///
-/// `reply` and `fail` run on the loop only and finish the request once; both return false if it
-/// was already finished (the caller gave up and the transport answered CANCELLED).
+/// `reply` and `fail` run on the loop only and finish the request once.
 class PendingReply {
  public:
   PendingReply() = default;
   PendingReply(const PendingReply&) = delete;
   PendingReply& operator=(const PendingReply&) = delete;
 
-  virtual bool reply(const boost::json::object& outputs) = 0;
+  /// Answers the request with `outputs`. Errors (the request is then finished with an error
+  /// status instead): errc::request_cancelled when the caller gave up or it was already finished,
+  /// errc::reply_not_json when `outputs` holds NaN or infinity, errc::reply_too_large when the
+  /// encoded reply exceeds the transport's limit.
+  virtual boost::system::error_code reply(const boost::json::object& outputs) = 0;
+  /// Finishes the request with `status`; false if it was already finished.
   virtual bool fail(const grpc::Status& status) = 0;
   [[nodiscard]] virtual bool finished() const noexcept = 0;
+  /// True when the caller gave up (cancelled, or its deadline passed) and the request is not
+  /// finished yet. The endpoint queue then finishes it with CANCELLED instead of delivering it.
+  [[nodiscard]] virtual bool cancelled() const { return false; }
 
   friend void intrusive_ptr_add_ref(PendingReply* reply) noexcept {
     reply->references_.fetch_add(1, std::memory_order_relaxed);

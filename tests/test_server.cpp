@@ -381,9 +381,20 @@ TEST_F(ServerTest, DetachReleasesTheTaskAndWhatItCaptured) {
   ASSERT_TRUE(server_.attach(make_key(), [counted = rx_test::Counted(alive)](rx::Endpoint endpoint) {
     return rx_test::echo_once(std::move(endpoint));
   }));
-  expect_served(make_key(), 1);
   EXPECT_GT(alive.load(), 0);
-  EXPECT_TRUE(server_.detach(make_key()));  // the endpoint is idle, so nothing else holds the task
+  EXPECT_TRUE(server_.detach(make_key()));  // no invocation runs, so nothing else holds the task
+  EXPECT_EQ(alive.load(), 0);
+}
+
+TEST_F(ServerTest, ShutdownReleasesEveryTaskAndWhatItCaptured) {
+  std::atomic<int> alive{0};
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(server_.attach(make_key("task", i), [counted = rx_test::Counted(alive)](rx::Endpoint endpoint) {
+      return rx_test::echo_once(std::move(endpoint));
+    }));
+  }
+  EXPECT_GT(alive.load(), 0);
+  server_.shutdown();  // no invocation runs, so the server held the only references
   EXPECT_EQ(alive.load(), 0);
 }
 

@@ -161,7 +161,7 @@ void EndpointState::complete_waiter(error_code error, boost::json::object&& payl
 
 void EndpointState::deliver(PendingReplyPtr reply, boost::json::object payload) {
   if (closed_) {
-    reply->fail(close_status_);
+    reply->fail(*close_status_);
     return;
   }
   if (waiting() && queue_.empty()) {
@@ -307,7 +307,7 @@ void EndpointState::close(const grpc::Status& status) {
     return;
   }
   closed_ = true;
-  close_status_ = status;
+  close_status_ = std::make_unique<grpc::Status>(status);
   if (held_) {
     held_->fail(status);
     held_.reset();

@@ -73,18 +73,19 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
 
   bool attach(TaskInstanceKey key, Server::Task task) {
     return on_loop([&] {
-      if (closing_ || endpoints_.contains(key)) {
+      if (closing_ || endpoints_.contains(key.view())) {
         return false;
       }
-      auto state = std::make_shared<EndpointState>(executor_, key, std::move(task));
-      endpoints_.emplace(std::move(key), std::move(state));
+      auto state = std::make_shared<EndpointState>(executor_, std::move(key), std::move(task));
+      const TaskInstanceKeyView view = state->key().view();  // the map borrows the endpoint's own key
+      endpoints_.emplace(view, std::move(state));
       return true;
     });
   }
 
   bool detach(const TaskInstanceKey& key) {
     return on_loop([&] {
-      auto it = endpoints_.find(key);
+      auto it = endpoints_.find(key.view());
       if (it == endpoints_.end()) {
         return false;
       }
@@ -166,7 +167,8 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
   int port_ = 0;
   bool shut_down_ = false;
   // Loop state.
-  std::unordered_map<TaskInstanceKey, std::shared_ptr<EndpointState>, TaskInstanceKeyHash, TaskInstanceKeyEqual>
+  // Keyed by views of each endpoint's own key: a key's strings are stored once.
+  std::unordered_map<TaskInstanceKeyView, std::shared_ptr<EndpointState>, TaskInstanceKeyHash, TaskInstanceKeyEqual>
       endpoints_;
   bool closing_ = false;
 };

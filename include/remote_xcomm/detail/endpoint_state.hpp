@@ -123,7 +123,7 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   std::optional<AwaitableGetHandler> awaiting_get_;  // a waiting get, from co_await
   DeferredCompletion deferred_;
   boost::asio::cancellation_signal invocation_cancel_;
-  grpc::Status close_status_;
+  std::unique_ptr<grpc::Status> close_status_;  // set by close(); a pointer keeps idle endpoints small
   std::size_t gets_in_invocation_ = 0;
   bool invocation_running_ = false;
   bool closed_ = false;

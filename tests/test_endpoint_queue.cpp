@@ -313,6 +313,29 @@ TEST_F(EndpointQueueTest, PushToARequestWhoseCallerGaveUpFailsWithRequestCancell
   EXPECT_EQ(push(with_id(3)), rx::errc::no_request_held);
 }
 
+TEST_F(EndpointQueueTest, AQueuedRequestWhoseCallerGaveUpUnnoticedIsFinishedWithCancelledAndSkipped) {
+  FakeReplyPtr abandoned = deliver(with_id(1));
+  FakeReplyPtr live = deliver(with_id(2));
+  abandoned->give_up();  // not finished yet: only the queue can notice
+  auto got = start_get();
+  ASSERT_TRUE(got->error.has_value());
+  EXPECT_FALSE(*got->error);
+  EXPECT_EQ(got->payload, with_id(2));
+  ASSERT_TRUE(abandoned->finished());
+  EXPECT_EQ(abandoned->code(), grpc::StatusCode::CANCELLED);
+  EXPECT_FALSE(abandoned->outputs().has_value());
+}
+
+TEST_F(EndpointQueueTest, PushToAHeldRequestWhoseCallerGaveUpUnnoticedFailsWithRequestCancelled) {
+  FakeReplyPtr reply = deliver(with_id(1));
+  start_get();
+  reply->give_up();
+  EXPECT_EQ(push(with_id(2)), rx::errc::request_cancelled);
+  EXPECT_FALSE(state_->holding_request());
+  EXPECT_EQ(reply->code(), grpc::StatusCode::CANCELLED);
+  EXPECT_FALSE(reply->outputs().has_value());
+}
+
 TEST_F(EndpointQueueTest, GetAgainBeforePushFailsTheHeldRequestWithInternal) {
   FakeReplyPtr first = deliver(with_id(1));
   FakeReplyPtr second = deliver(with_id(2));

@@ -14,7 +14,8 @@
 namespace rx_test {
 
 /// Records how the endpoint queue finished one request. Like the real transport, it finishes
-/// once: a second reply() fails with errc::request_cancelled, a second fail() returns false.
+/// once: a second reply() fails with errc::request_cancelled, a second fail() returns false; and a
+/// caller that gave up is observed through cancelled(), as gRPC's IsCancelled() is observed.
 class FakeReply final : public rx::detail::PendingReply {
  public:
   FakeReply() noexcept { live.fetch_add(1); }
@@ -22,6 +23,10 @@ class FakeReply final : public rx::detail::PendingReply {
 
   boost::system::error_code reply(const boost::json::object& outputs) override {
     if (finished_) {
+      return rx::errc::request_cancelled;
+    }
+    if (gave_up_) {
+      fail(grpc::Status(grpc::StatusCode::CANCELLED, "caller gave up"));
       return rx::errc::request_cancelled;
     }
     finished_ = true;
@@ -40,9 +45,14 @@ class FakeReply final : public rx::detail::PendingReply {
   }
 
   [[nodiscard]] bool finished() const noexcept override { return finished_; }
+  [[nodiscard]] bool cancelled() const override { return gave_up_ && !finished_; }
 
-  /// The caller gives up (cancels, or its deadline passes), as the transport's OnCancel does.
+  /// The caller gives up (cancels, or its deadline passes) and the transport finishes the request
+  /// with CANCELLED at once, as a reactor's OnCancel does.
   void cancel_by_caller() { fail(grpc::Status(grpc::StatusCode::CANCELLED, "caller gave up")); }
+  /// The caller gives up and the request stays unfinished until the queue notices (cancelled()),
+  /// as with gRPC's default reactor.
+  void give_up() { gave_up_ = true; }
 
   /// The task's reply, if it replied.
   [[nodiscard]] const std::optional<boost::json::object>& outputs() const noexcept { return outputs_; }
@@ -55,6 +65,7 @@ class FakeReply final : public rx::detail::PendingReply {
 
  private:
   bool finished_ = false;
+  bool gave_up_ = false;
   std::optional<boost::json::object> outputs_;
   std::optional<grpc::Status> status_;
 };

@@ -22,35 +22,10 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-if [[ -f "$root/scripts/lib.sh" ]]; then
-  # shellcheck source=scripts/lib.sh
-  source "$root/scripts/lib.sh"
-else
-  log() { printf '==> %s\n' "$*" >&2; }
-  die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-  }
-  ensure_packages() {
-    local missing=() package
-    for package in "$@"; do
-      dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null | grep -qx installed || missing+=("$package")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    log "installing missing Debian packages: ${missing[*]}"
-    local sudo=()
-    [[ "$(id -u)" -ne 0 ]] && sudo=(sudo)
-    "${sudo[@]}" apt-get -q update </dev/null
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends "${missing[@]}" </dev/null
-  }
-fi
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 
-packages=(build-essential cmake ninja-build libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libboost1.81-dev libboost-json1.81-dev libbenchmark-dev libcli11-dev libgtest-dev libgmock-dev python3-matplotlib)
-if declare -p RX_BUILD_PACKAGES >/dev/null 2>&1; then
-  packages=("${RX_BUILD_PACKAGES[@]}" python3-matplotlib)
-fi
-ensure_packages "${packages[@]}"
+ensure_packages "${RX_BUILD_PACKAGES[@]}" python3-matplotlib
 
 build_dir="${BENCH_BUILD_DIR:-$root/build-bench}"
 results_dir="${BENCH_RESULTS_DIR:-$build_dir/results}"

@@ -8,6 +8,7 @@
 #include <remote_xcomm/server.hpp>
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
 
+#include <boost/asio/use_future.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <grpcpp/client_context.h>
@@ -21,6 +22,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -436,6 +438,22 @@ TEST_F(ServerTest, ShutdownIsIdempotentAndRefusesLaterAttaches) {
 }
 
 TEST_F(ServerTest, StartingTwiceThrows) { EXPECT_THROW(server_.start(), std::logic_error); }
+
+TEST_F(ServerTest, AServerWithItsOwnLoopServesRequests) {
+  asio::io_context context;
+  rx::Server own(context);  // a Loop of its own over `context`
+  ASSERT_TRUE(own.attach(make_key(), rx_test::echo_once));
+  own.start();
+  std::thread loop_thread([&context] { context.run(); });  // the started server keeps it running
+  auto reply =
+      client_.send(own.target(), make_key(), with_id(1), rx::SendOptions{rx_test::DEFAULT_DEADLINE}, asio::use_future);
+  auto [status, payload] = rx_test::wait_for(reply, "the reply");
+  EXPECT_TRUE(status.ok()) << describe(status);
+  EXPECT_EQ(payload, with_id(1));
+  EXPECT_NE(own.port(), server_.port());
+  own.shutdown();
+  loop_thread.join();  // run() returns once the server has let go of its io_context
+}
 
 TEST(Server, ShutdownFromTheLoopThrowsInsteadOfDeadlocking) {
   asio::io_context context;

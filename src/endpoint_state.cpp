@@ -41,7 +41,11 @@ EndpointState::~EndpointState() {
   // Destroyed with work outstanding only if the loop itself is being torn down; fail what is
   // left so no caller waits forever.
   if (!closed_) {
-    close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "endpoint " + to_string(key_) + " was destroyed"));
+    try {
+      close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "endpoint " + to_string(key_) + " was destroyed"));
+    } catch (...) {  // out of memory for the message: the requests still fail, without one
+      close(grpc::Status(grpc::StatusCode::UNAVAILABLE, {}));
+    }
   }
 }
 
@@ -199,7 +203,7 @@ void EndpointState::hand_to_waiter(PendingReplyPtr&& reply, boost::json::object&
 }
 
 template <typename Handler>
-void EndpointState::start_get_with(Handler&& handler) {
+void EndpointState::start_get_with(Handler handler) {
   if (closed_) {
     complete_later(std::move(handler), errc::endpoint_closed, {});
     return;
@@ -234,7 +238,7 @@ void EndpointState::start_get(AwaitableGetHandler&& handler) {
 }
 
 template <typename Handler>
-void EndpointState::start_push_with(const boost::json::object& outputs, Handler&& handler) {
+void EndpointState::start_push_with(const boost::json::object& outputs, Handler handler) {
   error_code result;
   if (closed_) {
     result = errc::endpoint_closed;
@@ -247,11 +251,11 @@ void EndpointState::start_push_with(const boost::json::object& outputs, Handler&
   complete_later(std::move(handler), result);
 }
 
-void EndpointState::start_push(boost::json::object outputs, PushHandler handler) {
+void EndpointState::start_push(const boost::json::object& outputs, PushHandler handler) {
   start_push_with(outputs, std::move(handler));
 }
 
-void EndpointState::start_push(boost::json::object outputs, AwaitablePushHandler&& handler) {
+void EndpointState::start_push(const boost::json::object& outputs, AwaitablePushHandler&& handler) {
   if (can_complete_without_allocation(handler)) {
     start_push_with(outputs, std::move(handler));
   } else {

@@ -23,7 +23,8 @@ namespace rx {
 /// ```
 /// asio::awaitable<void> run_raw_task(rx::Endpoint rx) {
 ///   boost::json::object payloads = co_await rx.get();
-///   co_await rx.push({{"output_key", "hello_world"}});
+///   boost::json::object outputs{{"output_key", "hello_world"}};  // own statement: GCC 12, see README
+///   co_await rx.push(std::move(outputs));
 /// }
 /// ```
 ///
@@ -73,9 +74,9 @@ class Endpoint {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [](auto handler, const std::shared_ptr<detail::EndpointState>& state, boost::json::object reply) {
           if constexpr (std::is_same_v<decltype(handler), detail::AwaitablePushHandler>) {
-            state->start_push(std::move(reply), std::move(handler));  // co_await: no allocation
+            state->start_push(reply, std::move(handler));  // co_await: no allocation
           } else {
-            state->start_push(std::move(reply), detail::EndpointState::PushHandler(std::move(handler)));
+            state->start_push(reply, detail::EndpointState::PushHandler(std::move(handler)));
           }
         },
         token, state_, std::move(outputs));

@@ -36,8 +36,12 @@ class LoopExecutor {
   /// Asio operations of this library default to `asio::deferred`, which `co_await` accepts.
   using default_completion_token_type = boost::asio::deferred_t;
 
-  LoopExecutor(const LoopExecutor& other) noexcept : core_(other.core_), bits_(other.bits_) { start_work(); }
-  LoopExecutor(LoopExecutor&& other) noexcept : core_(other.core_), bits_(other.bits_) { other.bits_ &= ~TRACKED; }
+  LoopExecutor(const LoopExecutor& other) noexcept : core_(other.core_), context_(other.context_), bits_(other.bits_) {
+    start_work();
+  }
+  LoopExecutor(LoopExecutor&& other) noexcept : core_(other.core_), context_(other.context_), bits_(other.bits_) {
+    other.bits_ &= ~TRACKED;
+  }
   LoopExecutor& operator=(const LoopExecutor& other) noexcept {
     LoopExecutor copy(other);
     swap(copy);
@@ -52,7 +56,7 @@ class LoopExecutor {
 
   /// The io_context whose thread runs queued loop work and whose services run timers.
   [[nodiscard]] boost::asio::io_context& query(boost::asio::execution::context_t /*unused*/) const noexcept {
-    return core_->context();
+    return *context_;
   }
   [[nodiscard]] constexpr boost::asio::execution::blocking_t query(
       boost::asio::execution::blocking_t /*unused*/) const noexcept {
@@ -117,24 +121,31 @@ class LoopExecutor {
   static constexpr unsigned BLOCKING_NEVER = 1U;
   static constexpr unsigned TRACKED = 2U;
 
-  LoopExecutor(detail::LoopCore* core, unsigned bits) noexcept : core_(core), bits_(bits) { start_work(); }
+  LoopExecutor(detail::LoopCore* core, unsigned bits) noexcept : core_(core), context_(&core->context()), bits_(bits) {
+    start_work();
+  }
 
   void swap(LoopExecutor& other) noexcept {
     std::swap(core_, other.core_);
+    std::swap(context_, other.context_);
     std::swap(bits_, other.bits_);
   }
+  // Work is counted on the io_context, never through the core: a tracked copy may be destroyed
+  // just after its Loop (a Client destroyed from its own last completion), while the io_context
+  // outlives every executor of its loops.
   void start_work() const noexcept {
     if ((bits_ & TRACKED) != 0) {
-      core_->context().get_executor().on_work_started();
+      context_->get_executor().on_work_started();
     }
   }
   void finish_work() const noexcept {
     if ((bits_ & TRACKED) != 0) {
-      core_->context().get_executor().on_work_finished();
+      context_->get_executor().on_work_finished();
     }
   }
 
   detail::LoopCore* core_;
+  boost::asio::io_context* context_;
   unsigned bits_;
 };
 

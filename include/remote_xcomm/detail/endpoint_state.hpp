@@ -67,8 +67,8 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
 
   void start_get(GetHandler handler);
   void start_get(AwaitableGetHandler&& handler);
-  void start_push(boost::json::object outputs, PushHandler handler);
-  void start_push(boost::json::object outputs, AwaitablePushHandler&& handler);
+  void start_push(const boost::json::object& outputs, PushHandler handler);
+  void start_push(const boost::json::object& outputs, AwaitablePushHandler&& handler);
 
   /// Stops the endpoint: waiting and held requests fail with `status`, a waiting get completes
   /// with errc::endpoint_closed, the running invocation is cancelled; later deliveries fail too.
@@ -94,9 +94,9 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   };
 
   template <typename Handler>
-  void start_get_with(Handler&& handler);
+  void start_get_with(Handler handler);
   template <typename Handler>
-  void start_push_with(const boost::json::object& outputs, Handler&& handler);
+  void start_push_with(const boost::json::object& outputs, Handler handler);
   void complete_later(GetHandler&& handler, boost::system::error_code error, boost::json::object payload);
   void complete_later(AwaitableGetHandler&& handler, boost::system::error_code error, boost::json::object payload);
   void complete_later(PushHandler&& handler, boost::system::error_code error);

@@ -1,5 +1,6 @@
 // rx::Client: completion tokens, where completions run, cancellation, and replies it refuses.
 #include "utils/gate.hpp"
+#include "utils/payloads.hpp"
 #include "utils/run_coroutine.hpp"
 #include "utils/server_fixture.hpp"
 #include "utils/wait.hpp"
@@ -32,11 +33,7 @@ namespace json = boost::json;
 using rx_test::describe;
 using rx_test::make_key;
 
-json::object with_id(int id) {
-  json::object object;
-  object["id"] = id;
-  return object;
-}
+using rx_test::with_id;
 
 struct Hold {
   explicit Hold(const rx::LoopExecutor& executor) : gate(executor) {}

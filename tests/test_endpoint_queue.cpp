@@ -1,6 +1,7 @@
 // The endpoint queue (detail::EndpointState) on its own: a Loop, fake replies, no gRPC, no task.
 #include "utils/fake_reply.hpp"
 #include "utils/loop_fixture.hpp"
+#include "utils/payloads.hpp"
 #include "utils/run_coroutine.hpp"
 #include "utils/server_fixture.hpp"
 
@@ -52,11 +53,7 @@ struct GetOutcome {
   bool completed_on_loop = false;
 };
 
-json::object with_id(int id) {
-  json::object object;
-  object["id"] = id;
-  return object;
-}
+using rx_test::with_id;
 
 class EndpointQueueTest : public rx_test::LoopFixture {
  protected:

@@ -3,6 +3,7 @@
 #include "utils/fake_reply.hpp"
 #include "utils/gate.hpp"
 #include "utils/loop_fixture.hpp"
+#include "utils/payloads.hpp"
 #include "utils/server_fixture.hpp"
 
 #include <remote_xcomm/detail/endpoint_state.hpp>
@@ -29,11 +30,7 @@ namespace json = boost::json;
 using rx::detail::EndpointState;
 using rx_test::FakeReplyPtr;
 
-json::object with_id(int id) {
-  json::object object;
-  object["id"] = id;
-  return object;
-}
+using rx_test::with_id;
 
 // What the tasks below saw, shared with them (they may outlive a test body's locals).
 struct TaskLog {

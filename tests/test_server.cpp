@@ -2,6 +2,7 @@
 // detach and shutdown. Every call has a deadline; the fixture listens on 127.0.0.1 port 0.
 #include "utils/counted.hpp"
 #include "utils/gate.hpp"
+#include "utils/payloads.hpp"
 #include "utils/server_fixture.hpp"
 #include "utils/wait.hpp"
 
@@ -33,11 +34,7 @@ using namespace std::chrono_literals;
 using rx_test::describe;
 using rx_test::make_key;
 
-json::object with_id(int id) {
-  json::object object;
-  object["id"] = id;
-  return object;
-}
+using rx_test::with_id;
 
 json::object marked(const char* mark) {
   json::object object;

@@ -1,4 +1,5 @@
 // The endpoint queue (detail::EndpointState) on its own: a Loop, fake replies, no gRPC, no task.
+#include "utils/endpoint_fixture.hpp"
 #include "utils/fake_reply.hpp"
 #include "utils/loop_fixture.hpp"
 #include "utils/payloads.hpp"
@@ -55,20 +56,8 @@ struct GetOutcome {
 
 using rx_test::with_id;
 
-class EndpointQueueTest : public rx_test::LoopFixture {
+class EndpointQueueTest : public rx_test::EndpointFixture {
  protected:
-  void TearDown() override {
-    if (state_) {
-      on_loop([this] { state_->close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "test over")); });
-    }
-  }
-
-  FakeReplyPtr deliver(json::object payload) {
-    FakeReplyPtr reply = rx_test::make_fake_reply();
-    on_loop([&] { state_->deliver(reply, std::move(payload)); });
-    return reply;
-  }
-
   // Starts a get whose completion records its outcome; `slot` optionally makes it cancellable.
   std::shared_ptr<GetOutcome> start_get(std::optional<asio::cancellation_slot> slot = std::nullopt) {
     auto outcome = std::make_shared<GetOutcome>();
@@ -113,9 +102,7 @@ class EndpointQueueTest : public rx_test::LoopFixture {
     return future;
   }
 
-  std::shared_ptr<rx::detail::EndpointState> state_ =
-      std::make_shared<rx::detail::EndpointState>(executor_, rx_test::make_key());
-  rx::Endpoint endpoint_{state_};
+  rx::Endpoint endpoint_{serve()};  // no task: the tests call get and push themselves
 };
 
 TEST_F(EndpointQueueTest, GetTakesRequestsInArrivalOrderAndPushAnswersEachOne) {

@@ -1,5 +1,6 @@
 // Task invocations of an endpoint (detail::EndpointState with a task): when the task runs, and what
 // happens to its requests when it throws, returns early or is cancelled. A Loop and fake replies, no gRPC.
+#include "utils/endpoint_fixture.hpp"
 #include "utils/fake_reply.hpp"
 #include "utils/gate.hpp"
 #include "utils/loop_fixture.hpp"
@@ -42,26 +43,9 @@ struct TaskLog {
   std::optional<bool> gate_opened;
 };
 
-class EndpointTaskTest : public rx_test::LoopFixture {
+class EndpointTaskTest : public rx_test::EndpointFixture {
  protected:
-  void TearDown() override {
-    if (state_) {
-      on_loop([this] { state_->close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "test over")); });
-    }
-  }
-
-  void serve(EndpointState::Task task) {
-    state_ = std::make_shared<EndpointState>(executor_, rx_test::make_key(), std::move(task));
-  }
-
-  FakeReplyPtr deliver(json::object payload) {
-    FakeReplyPtr reply = rx_test::make_fake_reply();
-    on_loop([&] { state_->deliver(reply, std::move(payload)); });
-    return reply;
-  }
-
   std::shared_ptr<TaskLog> log_ = std::make_shared<TaskLog>();
-  std::shared_ptr<EndpointState> state_;
 };
 
 TEST_F(EndpointTaskTest, TheTaskIsNotInvokedUntilARequestArrives) {

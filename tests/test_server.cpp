@@ -112,6 +112,19 @@ class ServerTest : public rx_test::ServerFixture {
     return status;
   }
 
+  // Sends 100 requests at once to make_key() and checks that each got its own echo.
+  void expect_hundred_concurrent_requests_answered() {
+    std::vector<std::future<std::tuple<grpc::Status, json::object>>> replies;
+    for (int id = 0; id < 100; ++id) {
+      replies.push_back(send_async(make_key(), with_id(id)));
+    }
+    for (int id = 0; id < 100; ++id) {
+      auto [status, reply] = rx_test::wait_for(replies[static_cast<std::size_t>(id)], "a reply");
+      EXPECT_TRUE(status.ok()) << id << ": " << describe(status);
+      EXPECT_EQ(reply, with_id(id));
+    }
+  }
+
   void expect_served(const rx::TaskInstanceKey& key, int id) {
     const rx_test::SendResult result = send(key, with_id(id));
     EXPECT_TRUE(result.status.ok()) << describe(result.status);
@@ -151,28 +164,12 @@ TEST_F(ServerTest, HundredSequentialRequestsEachGetTheirOwnReply) {
 
 TEST_F(ServerTest, HundredConcurrentRequestsEachGetTheirOwnReply) {
   ASSERT_TRUE(server_.attach(make_key(), rx_test::echo_once));
-  std::vector<std::future<std::tuple<grpc::Status, json::object>>> replies;
-  for (int id = 0; id < 100; ++id) {
-    replies.push_back(send_async(make_key(), with_id(id)));
-  }
-  for (int id = 0; id < 100; ++id) {
-    auto [status, reply] = rx_test::wait_for(replies[static_cast<std::size_t>(id)], "a reply");
-    EXPECT_TRUE(status.ok()) << id << ": " << describe(status);
-    EXPECT_EQ(reply, with_id(id));
-  }
+  expect_hundred_concurrent_requests_answered();
 }
 
 TEST_F(ServerTest, HundredConcurrentRequestsToALoopingTaskEachGetTheirOwnReply) {
   ASSERT_TRUE(server_.attach(make_key(), rx_test::echo_forever));
-  std::vector<std::future<std::tuple<grpc::Status, json::object>>> replies;
-  for (int id = 0; id < 100; ++id) {
-    replies.push_back(send_async(make_key(), with_id(id)));
-  }
-  for (int id = 0; id < 100; ++id) {
-    auto [status, reply] = rx_test::wait_for(replies[static_cast<std::size_t>(id)], "a reply");
-    EXPECT_TRUE(status.ok()) << id << ": " << describe(status);
-    EXPECT_EQ(reply, with_id(id));
-  }
+  expect_hundred_concurrent_requests_answered();
 }
 
 TEST_F(ServerTest, HundredEndpointsOnOneServerEachAnswerWithTheirOwnKey) {

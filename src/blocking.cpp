@@ -1,6 +1,8 @@
 // The blocking one-liners, built on Client and Server.
 #include <remote_xcomm/blocking.hpp>
 
+#include "address.hpp"
+
 #include <remote_xcomm/client.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -43,11 +45,7 @@ boost::json::object requests(std::string_view url, std::uint16_t port, const boo
   // The reply completes a future from gRPC's thread, so this loop never needs to run.
   boost::asio::io_context context;
   Client client(context);
-  std::string host(url);
-  if (host.find(':') != std::string::npos && host.front() != '[') {
-    host = "[" + host + "]";
-  }
-  auto reply = client.send(host + ":" + std::to_string(port), key, data, SendOptions{timeout}, boost::asio::use_future);
+  auto reply = client.send(detail::host_port(url, port), key, data, SendOptions{timeout}, boost::asio::use_future);
   auto [status, object] = reply.get();
   if (!status.ok()) {
     throw RpcError(std::move(status));

@@ -1,6 +1,7 @@
 // The server: gRPC's callback service routing each Send to its endpoint on the loop.
 #include <remote_xcomm/server.hpp>
 
+#include "address.hpp"
 #include "codec.hpp"
 #include "unary_send_call.hpp"
 
@@ -20,11 +21,6 @@
 
 namespace rx {
 namespace detail {
-
-std::string host_port(const std::string& host, std::uint16_t port) {
-  const bool bare_ipv6 = host.find(':') != std::string::npos && host.front() != '[';
-  return (bare_ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
-}
 
 class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
  public:

@@ -61,7 +61,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
       call->fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
       return reactor;
     }
-    executor_.execute([this, call = std::move(call), request, payload = std::move(payload)]() mutable {
+    detail::hand_off(executor_, [this, call = std::move(call), request, payload = std::move(payload)]() mutable {
       route(view_of(request->key()), std::move(call), std::move(payload));
     });
     return reactor;

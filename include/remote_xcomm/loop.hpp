@@ -19,6 +19,17 @@ namespace detail {
 /// Queues an intrusive job without allocating (blocking.never semantics). For the library's own
 /// preallocated jobs; the job must stay valid until invoked.
 void post_job(const LoopExecutor& executor, LoopJob* job);
+
+/// The library's own hand-off of work that arrived on a transport thread (a gRPC reaction, a
+/// client completion): runs `function` on the loop, borrowing the calling thread when the loop is
+/// idle and the borrowing rules allow it, otherwise queueing it for the token holder or the loop's
+/// own thread. Users' dispatch and post never borrow a thread; only this does.
+///
+/// Once `function` may have run user code, the caller must touch nothing: not the loop, not the
+/// io_context, no executor copy, nothing the function may have released. Move everything the work
+/// needs into `function`; `hand_off` itself keeps the loop alive for as long as it uses it.
+template <typename Function>
+void hand_off(const LoopExecutor& executor, Function&& function);
 }  // namespace detail
 
 /// Executor of a Loop: runs work one thread at a time, without locks on the message path.
@@ -118,6 +129,8 @@ class LoopExecutor {
  private:
   friend class Loop;
   friend void detail::post_job(const LoopExecutor& executor, detail::LoopJob* job);
+  template <typename Function>
+  friend void detail::hand_off(const LoopExecutor& executor, Function&& function);
   static constexpr unsigned BLOCKING_NEVER = 1U;
   static constexpr unsigned TRACKED = 2U;
 
@@ -150,6 +163,11 @@ class LoopExecutor {
 };
 
 inline void detail::post_job(const LoopExecutor& executor, LoopJob* job) { executor.core_->post(job); }
+
+template <typename Function>
+void detail::hand_off(const LoopExecutor& executor, Function&& function) {
+  executor.core_->dispatch(detail::make_loop_job(std::forward<Function>(function)));
+}
 
 /// The event loop: one `io_context` plus the token that lets one thread at a time run loop work.
 ///

@@ -60,7 +60,7 @@ bool EndpointState::can_complete_without_allocation(const Handler& handler) cons
   }
   const auto executor = handler.get_executor();
   const auto* loop = executor.template target<LoopExecutor>();
-  return loop != nullptr && loop->running_in_this_thread();
+  return loop != nullptr && same_loop(*loop, executor_) && executor_.running_in_this_thread();
 }
 
 void EndpointState::complete_later(GetHandler&& handler, error_code error, boost::json::object payload) {

@@ -1,15 +1,28 @@
-// The loop hand-off: how work from gRPC's threads reaches the single loop without waking a thread.
+// The loop hand-off: how work from gRPC's threads reaches the single loop without waking a
+// thread, and without letting loop work capture those threads.
 #include <remote_xcomm/detail/loop_core.hpp>
 
 #include <boost/asio/post.hpp>
 
+#include <chrono>
 #include <exception>
 
 namespace rx::detail {
 namespace {
 
-// The loop whose work the current thread is running (innermost, when loops nest).
-thread_local const LoopCore* current_loop = nullptr;
+// The loops whose work the current thread is running, innermost first (loops nest when work on
+// one dispatches to another that the thread may run).
+struct LoopFrame {
+  const LoopCore* core;
+  const LoopFrame* outer;
+};
+thread_local const LoopFrame* current_frames = nullptr;
+
+// Threads outside any io_context of a loop (gRPC's pollers, thread pools) that are running loop
+// work right now, over all loops of the process. At most one: gRPC's callback API has two
+// poller threads here, and one must stay free to serve requests that need no loop work.
+constexpr int MAX_BORROWED_THREADS = 1;
+std::atomic<int> borrowed_threads{0};
 
 LoopJob* reverse(LoopJob* stack) noexcept {
   LoopJob* fifo = nullptr;
@@ -30,14 +43,80 @@ void destroy_all(LoopJob* list) noexcept {
   }
 }
 
+class BorrowSlot {
+ public:
+  BorrowSlot() noexcept {
+    int borrowed = borrowed_threads.load(std::memory_order_relaxed);
+    while (borrowed < MAX_BORROWED_THREADS) {
+      if (borrowed_threads.compare_exchange_weak(borrowed, borrowed + 1, std::memory_order_acquire)) {
+        taken_ = true;
+        return;
+      }
+    }
+  }
+  BorrowSlot(const BorrowSlot&) = delete;
+  BorrowSlot& operator=(const BorrowSlot&) = delete;
+  ~BorrowSlot() {
+    if (taken_) {
+      borrowed_threads.fetch_sub(1, std::memory_order_release);
+    }
+  }
+  explicit operator bool() const noexcept { return taken_; }
+
+ private:
+  bool taken_ = false;
+};
+
 }  // namespace
 
-LoopCore::~LoopCore() {
-  destroy_all(ready_);
-  destroy_all(incoming_.exchange(nullptr));
+// ---- the service -------------------------------------------------------------------------
+
+LoopService::LoopService(boost::asio::io_context& context)
+    : boost::asio::execution_context::service(context), context_(context) {}
+
+LoopService::~LoopService() = default;
+
+LoopCore* LoopService::create_core() {
+  auto core = std::make_shared<LoopCore>(context_);
+  const std::lock_guard lock(mutex_);
+  cores_.push_back(core);
+  return core.get();
 }
 
-bool LoopCore::running_in_this_thread() const noexcept { return current_loop == this; }
+void LoopService::shutdown() {
+  // Runs first in the io_context's destruction (services shut down in reverse order of creation,
+  // and the scheduler came first): after this, loop work left queued is destroyed with its core,
+  // and a thread still finishing a borrowed run no longer touches the io_context.
+  const std::lock_guard lock(mutex_);
+  for (const auto& core : cores_) {
+    core->detach_context();
+  }
+}
+
+// ---- the core ----------------------------------------------------------------------------
+
+LoopCore::~LoopCore() {
+  // Destroying a job may queue another (a coroutine frame whose destruction fails a request):
+  // take turns until nothing is left.
+  for (;;) {
+    LoopJob* list = ready_ != nullptr ? std::exchange(ready_, nullptr) : incoming_.exchange(nullptr);
+    if (list == nullptr) {
+      return;
+    }
+    destroy_all(list);
+  }
+}
+
+bool LoopCore::running_in_this_thread() const noexcept {
+  for (const LoopFrame* frame = current_frames; frame != nullptr; frame = frame->outer) {
+    if (frame->core == this) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool LoopCore::on_own_thread() const noexcept { return context_.get_executor().running_in_this_thread(); }
 
 void LoopCore::push(LoopJob* job) noexcept {
   job->next = incoming_.load(std::memory_order_relaxed);
@@ -46,20 +125,15 @@ void LoopCore::push(LoopJob* job) noexcept {
 }
 
 void LoopCore::dispatch(LoopJob* job) {
-  push(job);
-  if (running_in_this_thread()) {
-    return;  // the enclosing run_pending on this thread takes the job before it releases the token
+  if (on_own_thread()) {
+    push(job);
+    if (!running_in_this_thread()) {
+      run_pending(Runner::own_thread);
+    }
+    return;
   }
-  // The work may end the life of whatever owns this loop (a Client destroyed as soon as its last
-  // completion has run); the token holder must outlive its own run.
-  const std::shared_ptr<LoopCore> keep_alive = shared_from_this();
-  try {
-    run_pending();
-  } catch (...) {
-    // Loop work that throws must not unwind a foreign thread (a gRPC poller): the exception
-    // surfaces where the application runs the io_context, as any Asio handler's would.
-    boost::asio::post(context_, [error = std::current_exception()] { std::rethrow_exception(error); });
-  }
+  // A user's dispatch from a foreign thread never borrows it, as with any Asio executor.
+  post(job);
 }
 
 void LoopCore::post(LoopJob* job) {
@@ -70,26 +144,89 @@ void LoopCore::post(LoopJob* job) {
   }
 }
 
-void LoopCore::schedule_drain() {
+void LoopCore::hand_off(LoopJob* job) {
+  push(job);
+  if (running_in_this_thread()) {
+    return;  // the enclosing run on this thread takes the job before it releases the token
+  }
+  if (on_own_thread()) {
+    run_pending(Runner::own_thread);
+    return;
+  }
+  if (!backlog_.load(std::memory_order_seq_cst) && !running_.load(std::memory_order_relaxed)) {
+    const BorrowSlot slot;
+    if (slot) {
+      // The work may end the life of whatever owns this loop, and of its io_context (a caller
+      // that destroys both as soon as its completion has run): the borrower keeps the core.
+      const std::shared_ptr<LoopCore> keep_alive = shared_from_this();
+      run_pending(Runner::borrowed);
+      return;
+    }
+  }
+  if (!running_.load(std::memory_order_seq_cst)) {
+    schedule_drain();
+  }
+}
+
+void LoopCore::run_for_waiting_caller(LoopJob* job) {
+  push(job);
+  if (running_in_this_thread()) {
+    return;
+  }
+  if (on_own_thread()) {
+    run_pending(Runner::own_thread);
+    return;
+  }
+  const std::shared_ptr<LoopCore> keep_alive = shared_from_this();
+  run_pending(Runner::borrowed);
+}
+
+void LoopCore::schedule_drain() noexcept {
   if (drain_scheduled_.exchange(true, std::memory_order_seq_cst)) {
     return;
   }
-  boost::asio::post(context_, [weak = weak_from_this()] {
-    if (auto self = weak.lock()) {
-      self->drain_scheduled_.store(false, std::memory_order_seq_cst);
-      self->run_pending();
-    }
-  });
+  const std::lock_guard lock(context_mutex_);
+  if (live_context_ == nullptr) {
+    return;  // the io_context is going away; what is queued is destroyed with the core
+  }
+  try {
+    // Cores live as long as the io_context, so `this` outlives every handler queued on it.
+    boost::asio::post(*live_context_, [this] {
+      drain_scheduled_.store(false, std::memory_order_seq_cst);
+      run_pending(Runner::own_thread);
+    });
+  } catch (...) {
+    // Out of memory for the handler: the queue stays as it is and the next post tries again.
+    drain_scheduled_.store(false, std::memory_order_seq_cst);
+  }
 }
 
-void LoopCore::run_pending() {
+void LoopCore::rethrow_on_context(std::exception_ptr error) noexcept {
+  const std::lock_guard lock(context_mutex_);
+  if (live_context_ == nullptr) {
+    return;
+  }
+  try {
+    // Loop work that throws must not unwind a foreign thread (a gRPC poller): the exception
+    // surfaces where the application runs the io_context, as any Asio handler's would.
+    boost::asio::post(*live_context_, [error = std::move(error)] { std::rethrow_exception(error); });
+  } catch (...) {  // out of memory: nothing more can be done for it
+  }
+}
+
+void LoopCore::run_pending(Runner runner) {
   for (;;) {
     bool expected = false;
     if (!running_.compare_exchange_strong(expected, true, std::memory_order_seq_cst)) {
       return;  // another thread holds the token and will see our job before it leaves
     }
-    const LoopCore* const outer = current_loop;
-    current_loop = this;
+    const LoopFrame frame{this, current_frames};
+    current_frames = &frame;
+    const auto started =
+        runner == Runner::borrowed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    int jobs = 0;
+    bool budget_spent = false;
+    std::exception_ptr error;
     try {
       for (;;) {
         if (ready_ == nullptr) {
@@ -103,23 +240,80 @@ void LoopCore::run_pending() {
         LoopJob* job = ready_;
         ready_ = job->next;
         job->invoke(job, true);
+        ++jobs;
+        if (runner == Runner::borrowed ? std::chrono::steady_clock::now() - started >= BORROWED_LOOP_BUDGET
+                                       : jobs >= OWN_THREAD_LOOP_BUDGET_JOBS) {
+          budget_spent = ready_ != nullptr || incoming_.load(std::memory_order_relaxed) != nullptr;
+          break;
+        }
       }
     } catch (...) {
-      // A handler threw. Leave the rest queued for the io_context's thread and let the
-      // exception surface where the loop is run (io_context::run), as Asio does.
-      current_loop = outer;
-      running_.store(false, std::memory_order_seq_cst);
-      schedule_drain();
-      throw;
+      error = std::current_exception();
+      budget_spent = true;  // leave the rest for the io_context's thread
     }
-    current_loop = outer;
+    if (budget_spent && runner == Runner::borrowed) {
+      backlog_.store(true, std::memory_order_seq_cst);
+    } else if (!budget_spent && runner == Runner::own_thread) {
+      backlog_.store(false, std::memory_order_seq_cst);
+    }
+    current_frames = frame.outer;
     running_.store(false, std::memory_order_seq_cst);
+    if (budget_spent) {
+      schedule_drain();
+      if (error) {
+        if (runner == Runner::own_thread) {
+          std::rethrow_exception(error);  // out of io_context::run, as Asio does
+        }
+        rethrow_on_context(std::move(error));
+      }
+      return;
+    }
     if (incoming_.load(std::memory_order_seq_cst) == nullptr) {
       return;
     }
     // A job arrived between our last look and the release; its producer may have seen the
     // token held and left it to us.
+    if (runner == Runner::borrowed && std::chrono::steady_clock::now() - started >= BORROWED_LOOP_BUDGET) {
+      backlog_.store(true, std::memory_order_seq_cst);
+      schedule_drain();
+      return;
+    }
   }
+}
+
+// ---- work counting -----------------------------------------------------------------------
+
+void LoopCore::work_started() noexcept {
+  if (work_.fetch_add(1, std::memory_order_relaxed) == 0) {
+    sync_context_work();
+  }
+}
+
+void LoopCore::work_finished() noexcept {
+  if (work_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    sync_context_work();
+  }
+}
+
+void LoopCore::sync_context_work() noexcept {
+  // Transitions of the count are reconciled under the lock, so a start and a finish racing on
+  // either side of zero leave the io_context holding exactly one unit while work is nonzero.
+  const std::lock_guard lock(context_mutex_);
+  const bool wanted = work_.load(std::memory_order_acquire) != 0;
+  if (wanted == holds_context_work_ || live_context_ == nullptr) {
+    return;
+  }
+  holds_context_work_ = wanted;
+  if (wanted) {
+    live_context_->get_executor().on_work_started();
+  } else {
+    live_context_->get_executor().on_work_finished();
+  }
+}
+
+void LoopCore::detach_context() noexcept {
+  const std::lock_guard lock(context_mutex_);
+  live_context_ = nullptr;
 }
 
 }  // namespace rx::detail

@@ -144,7 +144,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
     }
     std::promise<decltype(function())> done;
     auto result = done.get_future();
-    executor_.execute([&] {
+    run_for_waiting_caller(executor_, [&] {
       try {
         done.set_value(function());
       } catch (...) {

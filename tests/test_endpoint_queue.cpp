@@ -431,11 +431,12 @@ TEST_F(EndpointQueueTest, CloseCompletesACoAwaitedGetWithEndpointClosed) {
 TEST_F(EndpointQueueTest, ACoroutineOnAnotherExecutorCanGetAndPushAndResumesOnItsOwnExecutor) {
   // Not the endpoint's loop: the endpoint takes its generic path and completes on the coroutine's executor.
   auto result = rx_test::spawn_with_future(
-      context_.get_executor(), [endpoint = endpoint_, executor = executor_]() mutable -> asio::awaitable<bool> {
+      context_.get_executor(),
+      [endpoint = endpoint_, own = context_.get_executor()]() mutable -> asio::awaitable<bool> {
         json::object payload = co_await endpoint.get();
-        const bool resumed_off_loop = !executor.running_in_this_thread();
+        const bool resumed_on_own_executor = own.running_in_this_thread();
         co_await endpoint.push(std::move(payload));
-        co_return resumed_off_loop;
+        co_return resumed_on_own_executor;
       });
   drain();
   EXPECT_FALSE(is_ready(result));

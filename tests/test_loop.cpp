@@ -50,20 +50,39 @@ class LoopTest : public ::testing::Test {
   std::thread loop_thread_;
 };
 
-TEST_F(LoopTest, DispatchFromAForeignThreadRunsInlineWhenTheLoopIsIdle) {
+TEST_F(LoopTest, HandOffFromAForeignThreadRunsInlineWhenTheLoopIsIdle) {
   std::thread::id ran_on;
   bool running_inside = false;
   std::thread::id foreign;
   std::thread thread([&] {
     foreign = std::this_thread::get_id();
-    asio::dispatch(executor_, [&] {
+    rx::detail::hand_off(executor_, [&] {
       ran_on = std::this_thread::get_id();
       running_inside = executor_.running_in_this_thread();
     });
   });
   thread.join();
-  EXPECT_EQ(ran_on, foreign);  // ran before dispatch returned, on the dispatching thread
+  EXPECT_EQ(ran_on, foreign);  // ran before hand_off returned, on the delivering thread
   EXPECT_TRUE(running_inside);
+}
+
+TEST_F(LoopTest, UserDispatchFromAForeignThreadQueuesAndTheLoopsOwnThreadRunsIt) {
+  bool ran = false;
+  std::thread thread([&] { asio::dispatch(executor_, [&] { ran = true; }); });
+  thread.join();
+  EXPECT_FALSE(ran);  // never borrows a thread the loop does not own
+  context_.poll();
+  EXPECT_TRUE(ran);
+}
+
+TEST_F(LoopTest, DispatchFromTheIoContextsOwnThreadRunsInlineWhenTheLoopIsIdle) {
+  std::vector<int> order;
+  asio::post(context_, [&] {
+    asio::dispatch(executor_, [&] { order.push_back(1); });
+    order.push_back(2);
+  });
+  context_.poll();
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
 }
 
 TEST_F(LoopTest, PostNeverRunsInlineAndTheIoContextRunsIt) {
@@ -83,6 +102,7 @@ TEST_F(LoopTest, RunningInThisThreadIsTrueOnlyInsideLoopWork) {
     std::thread other([&] { other_thread_sees_inside = executor_.running_in_this_thread(); });
     other.join();
   });
+  context_.poll();
   EXPECT_TRUE(inside);
   EXPECT_FALSE(other_thread_sees_inside);
   EXPECT_FALSE(executor_.running_in_this_thread());
@@ -92,7 +112,25 @@ TEST_F(LoopTest, RunningInThisThreadTellsLoopsApart) {
   rx::Loop other_loop(context_);
   bool other_inside = true;
   asio::dispatch(executor_, [&] { other_inside = other_loop.get_executor().running_in_this_thread(); });
+  context_.poll();
   EXPECT_FALSE(other_inside);
+}
+
+TEST_F(LoopTest, WorkOfANestedLoopStillSeesEveryLoopItRunsInside) {
+  rx::Loop inner(context_);
+  bool outer_seen_from_inner = false;
+  bool inner_seen = false;
+  asio::dispatch(executor_, [&] {
+    // The io_context's own thread takes the idle inner loop inline: the loops nest on this thread.
+    asio::dispatch(inner.get_executor(), [&] {
+      inner_seen = inner.get_executor().running_in_this_thread();
+      outer_seen_from_inner = executor_.running_in_this_thread();
+    });
+  });
+  context_.poll();
+  EXPECT_TRUE(inner_seen);
+  EXPECT_TRUE(outer_seen_from_inner);  // a blocking call on the outer loop would run inline, not deadlock
+  EXPECT_FALSE(executor_.running_in_this_thread());
 }
 
 TEST_F(LoopTest, DispatchFromInsideLoopWorkRunsInline) {
@@ -102,6 +140,7 @@ TEST_F(LoopTest, DispatchFromInsideLoopWorkRunsInline) {
     asio::dispatch(executor_, [&] { order.push_back(2); });
     order.push_back(3);
   });
+  context_.poll();
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
 }
 
@@ -114,6 +153,75 @@ TEST_F(LoopTest, PostFromInsideLoopWorkRunsAfterTheCurrentJob) {
   });
   context_.poll();
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+}
+
+// Keeps the calling thread busy for longer than a borrowed thread's budget, without yielding.
+void outlast_the_borrowed_budget() {
+  const auto until = std::chrono::steady_clock::now() + rx::detail::BORROWED_LOOP_BUDGET * 2;
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
+TEST_F(LoopTest, ABorrowedThreadHandsTheBacklogToTheLoopsOwnThreadOnceItsBudgetIsSpent) {
+  constexpr int JOBS = 50;
+  std::vector<std::thread::id> ran_on;  // loop-confined
+  std::thread::id borrowed;
+  std::thread poller([&] {
+    borrowed = std::this_thread::get_id();
+    rx::detail::hand_off(executor_, [&] {
+      for (int i = 0; i < JOBS; ++i) {  // a burst queued behind the first job, as under load
+        asio::post(executor_, [&] { ran_on.push_back(std::this_thread::get_id()); });
+      }
+      ran_on.push_back(std::this_thread::get_id());
+      outlast_the_borrowed_budget();
+    });
+    // While the backlog waits for the loop's own thread, further hand-offs queue behind it.
+    rx::detail::hand_off(executor_, [&] { ran_on.push_back(std::this_thread::get_id()); });
+  });
+  poller.join();
+  ASSERT_EQ(ran_on.size(), 1U);  // the borrowed thread ran only the job that spent its budget
+  EXPECT_EQ(ran_on[0], borrowed);
+  context_.poll();
+  ASSERT_EQ(ran_on.size(), static_cast<std::size_t>(JOBS + 2));
+  for (std::size_t i = 1; i < ran_on.size(); ++i) {
+    EXPECT_EQ(ran_on[i], std::this_thread::get_id()) << "job " << i;
+  }
+  // The backlog is gone: an idle loop is borrowed again.
+  std::thread::id later;
+  std::thread again([&] { rx::detail::hand_off(executor_, [&] { later = std::this_thread::get_id(); }); });
+  const std::thread::id again_id = again.get_id();
+  again.join();
+  EXPECT_EQ(later, again_id);
+}
+
+TEST_F(LoopTest, AtMostOneForeignThreadRunsLoopWorkAtATimeAcrossLoops) {
+  rx::Loop second(context_);
+  std::promise<void> first_inside;
+  std::promise<void> release_first;
+  std::thread first([&] {
+    rx::detail::hand_off(executor_, [&] {
+      first_inside.set_value();
+      release_first.get_future().wait();
+    });
+  });
+  rx_test::wait_for(first_inside.get_future(), "the first borrowed thread");
+  bool second_ran = false;
+  std::thread other([&] { rx::detail::hand_off(second.get_executor(), [&] { second_ran = true; }); });
+  other.join();
+  EXPECT_FALSE(second_ran);  // not borrowed: a poller stays free for work that needs no loop
+  release_first.set_value();
+  first.join();
+  context_.poll();  // the second loop's own thread runs it
+  EXPECT_TRUE(second_ran);
+}
+
+TEST_F(LoopTest, ContinuationIsReportedOnceRequired) {
+  namespace execution = asio::execution;
+  EXPECT_EQ(asio::query(executor_, execution::relationship), execution::relationship.fork);
+  const auto continuation = asio::require(executor_, execution::relationship.continuation);
+  EXPECT_EQ(asio::query(continuation, execution::relationship), execution::relationship.continuation);
+  const auto fork = asio::require(continuation, execution::relationship.fork);
+  EXPECT_EQ(asio::query(fork, execution::relationship), execution::relationship.fork);
 }
 
 TEST_F(LoopTest, JobsPostedFromOneThreadRunInArrivalOrder) {
@@ -136,7 +244,7 @@ TEST_F(LoopTest, JobsPostedFromOneThreadRunInArrivalOrder) {
   }
 }
 
-TEST_F(LoopTest, JobsDispatchedAndPostedFromOneThreadRunInArrivalOrder) {
+TEST_F(LoopTest, JobsHandedOffAndPostedFromOneThreadRunInArrivalOrder) {
   start_loop_thread();
   constexpr int JOBS = 2000;
   std::vector<int> order;  // loop-confined
@@ -148,11 +256,11 @@ TEST_F(LoopTest, JobsDispatchedAndPostedFromOneThreadRunInArrivalOrder) {
         done.set_value();
       }
     };
-    // Dispatch runs inline when the worker is idle and queues behind earlier jobs when it is not.
+    // A hand-off runs inline when the worker is idle and queues behind earlier jobs when it is not.
     if (i % 3 == 0) {
       asio::post(executor_, job);
     } else {
-      asio::dispatch(executor_, job);
+      rx::detail::hand_off(executor_, job);
     }
   }
   rx_test::wait_for(done.get_future(), "the last job");
@@ -189,8 +297,10 @@ TEST_F(LoopTest, WorkFromManyThreadsAllRunsAndNeverOnTwoThreadsAtOnce) {
             done.set_value();
           }
         };
-        if (i % 2 == 0) {
+        if (i % 3 == 0) {
           asio::dispatch(executor_, std::move(job));
+        } else if (i % 3 == 1) {
+          rx::detail::hand_off(executor_, std::move(job));
         } else {
           asio::post(executor_, std::move(job));
         }
@@ -221,32 +331,66 @@ TEST_F(LoopTest, AJobThatThrowsSurfacesWhereTheIoContextRunsAndLaterWorkStillRun
     asio::post(executor_, [&] { queued_behind_ran = true; });
     throw std::runtime_error("job failed");
   };
-  // The dispatching thread (think: a gRPC poller) is not unwound.
-  EXPECT_NO_THROW(asio::dispatch(executor_, failing_job));
+  // The delivering thread (think: a gRPC poller) is not unwound.
+  EXPECT_NO_THROW(rx::detail::hand_off(executor_, failing_job));
   EXPECT_THROW(context_.poll(), std::runtime_error);
   context_.restart();
   context_.poll();
   EXPECT_TRUE(queued_behind_ran);
 
   bool later_ran = false;
-  asio::dispatch(executor_, [&] { later_ran = true; });
+  rx::detail::hand_off(executor_, [&] { later_ran = true; });
   EXPECT_TRUE(later_ran);  // the token was released
 }
 
-TEST(Loop, DestroyedWithQueuedWorkFreesItWithoutRunningIt) {
+TEST(Loop, WorkOutlivingItsLoopStillRunsOnTheIoContext) {
+  asio::io_context context;
+  std::optional<rx::LoopExecutor> executor;
+  {
+    rx::Loop loop(context);
+    executor.emplace(loop.get_executor());
+  }
+  // As with any Asio I/O object: destroying the Loop leaves its executors valid.
+  bool ran = false;
+  asio::post(*executor, [&] { ran = executor->running_in_this_thread(); });
+  context.poll();
+  EXPECT_TRUE(ran);
+}
+
+TEST(Loop, DestroyingTheIoContextFreesQueuedLoopWorkWithoutRunningIt) {
   std::atomic<int> alive{0};
   bool ran = false;
   {
     asio::io_context context;
-    {
-      rx::Loop loop(context);
-      asio::post(loop.get_executor(), [&ran, counted = Counted(alive)] { ran = true; });
-      EXPECT_EQ(alive.load(), 1);
-    }
-    EXPECT_EQ(alive.load(), 0);
-    context.poll();  // the drain the loop had asked for finds the loop gone
+    rx::Loop loop(context);
+    asio::post(loop.get_executor(), [&ran, counted = Counted(alive)] { ran = true; });
+    EXPECT_EQ(alive.load(), 1);
   }
+  EXPECT_EQ(alive.load(), 0);
   EXPECT_FALSE(ran);
+}
+
+TEST(Loop, ABorrowedThreadFinishingAfterItsIoContextWasDestroyedTouchesNothingOfIt) {
+  // The shape of a client completion: the work signals the application, which destroys the
+  // io_context at once, while the borrowed thread is still inside the loop work.
+  for (int round = 0; round < 50; ++round) {
+    auto context = std::make_unique<asio::io_context>();
+    auto loop = std::make_unique<rx::Loop>(*context);
+    std::promise<void> signalled;
+    std::promise<void> destroyed;
+    std::thread poller([&, executor = loop->get_executor()] {
+      rx::detail::hand_off(executor, [&, tracked = asio::prefer(executor, asio::execution::outstanding_work.tracked)] {
+        asio::post(executor, [] {});  // queued behind: run or freed, either way without the io_context
+        signalled.set_value();
+        destroyed.get_future().wait();
+      });
+    });
+    rx_test::wait_for(signalled.get_future(), "the borrowed thread's signal");
+    loop.reset();
+    context.reset();
+    destroyed.set_value();
+    poller.join();  // AddressSanitizer reports any touch of the freed io_context
+  }
 }
 
 TEST_F(LoopTest, ExecutorAnswersAsiosPropertyQueries) {

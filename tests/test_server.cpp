@@ -463,6 +463,7 @@ TEST(Server, ShutdownFromTheLoopThrowsInsteadOfDeadlocking) {
       threw.set_value(true);
     }
   });
+  context.poll();  // runs the dispatched job on the loop
   EXPECT_TRUE(rx_test::wait_for(threw.get_future()));
   server.shutdown();  // from this thread, which now runs no loop work: fine
 }

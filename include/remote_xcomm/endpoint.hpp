@@ -7,6 +7,7 @@
 #include <remote_xcomm/task_instance_key.hpp>
 
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/json/object.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -15,6 +16,18 @@
 #include <utility>
 
 namespace rx {
+
+namespace detail {
+/// Runs `initiate` now if this thread is running the endpoint's loop, else queues it there.
+template <typename Function>
+void on_endpoint_loop(const std::shared_ptr<EndpointState>& state, Function&& initiate) {
+  if (state->executor().running_in_this_thread()) {
+    std::forward<Function>(initiate)();
+  } else {
+    boost::asio::post(state->executor(), std::forward<Function>(initiate));
+  }
+}
+}  // namespace detail
 
 /// A task instance's endpoint, as its task code sees it: `get()` the next request's payloads,
 /// `push()` the reply. Both are Asio asynchronous operations, so they serve `co_await`
@@ -28,9 +41,10 @@ namespace rx {
 /// }
 /// ```
 ///
-/// Thread safety: a cheap handle; copies share one endpoint. Call `get` and `push` on the
-/// endpoint's loop (task code spawned by a Server always is). The exact semantics are in
-/// docs/endpoints.md.
+/// Thread safety: a cheap handle; copies share one endpoint. `get` and `push` may be called from
+/// any thread: they start on the endpoint's loop (at once when the caller is on it, as task code
+/// spawned by a Server always is; queued there otherwise) and complete on the handler's associated
+/// executor. The exact semantics are in docs/endpoints.md.
 class Endpoint {
  public:
   using executor_type = LoopExecutor;
@@ -54,11 +68,14 @@ class Endpoint {
   auto get(CompletionToken&& token = {}) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, boost::json::object)>(
         [](auto handler, const std::shared_ptr<detail::EndpointState>& state) {
-          if constexpr (std::is_same_v<decltype(handler), detail::AwaitableGetHandler>) {
-            state->start_get(std::move(handler));  // co_await: no allocation
-          } else {
-            state->start_get(detail::EndpointState::GetHandler(std::move(handler)));
-          }
+          // Endpoint state lives on the loop: initiate there (free when already on it).
+          detail::on_endpoint_loop(state, [state, handler = std::move(handler)]() mutable {
+            if constexpr (std::is_same_v<decltype(handler), detail::AwaitableGetHandler>) {
+              state->start_get(std::move(handler));  // co_await: no allocation
+            } else {
+              state->start_get(detail::EndpointState::GetHandler(std::move(handler)));
+            }
+          });
         },
         token, state_);
   }
@@ -73,11 +90,13 @@ class Endpoint {
   auto push(boost::json::object outputs, CompletionToken&& token = {}) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [](auto handler, const std::shared_ptr<detail::EndpointState>& state, boost::json::object reply) {
-          if constexpr (std::is_same_v<decltype(handler), detail::AwaitablePushHandler>) {
-            state->start_push(reply, std::move(handler));  // co_await: no allocation
-          } else {
-            state->start_push(reply, detail::EndpointState::PushHandler(std::move(handler)));
-          }
+          detail::on_endpoint_loop(state, [state, handler = std::move(handler), reply = std::move(reply)]() mutable {
+            if constexpr (std::is_same_v<decltype(handler), detail::AwaitablePushHandler>) {
+              state->start_push(reply, std::move(handler));  // co_await: no allocation
+            } else {
+              state->start_push(reply, detail::EndpointState::PushHandler(std::move(handler)));
+            }
+          });
         },
         token, state_, std::move(outputs));
   }

@@ -30,29 +30,36 @@ void post_job(const LoopExecutor& executor, LoopJob* job);
 /// needs into `function`; `hand_off` itself keeps the loop alive for as long as it uses it.
 template <typename Function>
 void hand_off(const LoopExecutor& executor, Function&& function);
+
+/// Runs `function` on the loop for a caller that then blocks until it has run: on the calling
+/// thread if the loop is free (the caller would only wait otherwise), else queued for the holder.
+template <typename Function>
+void run_for_waiting_caller(const LoopExecutor& executor, Function&& function);
+
+/// True when both executors submit to the same loop, whatever their properties.
+[[nodiscard]] bool same_loop(const LoopExecutor& a, const LoopExecutor& b) noexcept;
 }  // namespace detail
 
 /// Executor of a Loop: runs work one thread at a time, without locks on the message path.
 ///
-/// A function submitted with `dispatch` (Asio's `blocking.possibly`) runs at once on the calling
-/// thread when no other thread is running loop work, so a gRPC thread that delivers a request
-/// runs the task itself instead of waking another thread. Otherwise the function is queued and
-/// the thread already inside the loop runs it before it leaves. `post` (`blocking.never`) always
-/// queues, and wakes the io_context's thread only when nobody is inside the loop.
+/// Semantics as every Asio executor's: `dispatch` (Asio's `blocking.possibly`) runs the function
+/// at once when the calling thread is already running this loop's work, or when it runs the
+/// loop's io_context and no other thread holds the loop; otherwise it queues the function and
+/// wakes the loop. `post` (`blocking.never`) always queues, and wakes the io_context's thread only
+/// when nobody is inside the loop. (The library's own hand-offs from gRPC's threads may also
+/// borrow the delivering thread for a short budget: see docs/architecture.md.)
 ///
 /// Models Asio's standard executor concept, so `co_spawn`, `asio::post`, timers and
-/// `any_io_executor` accept it. Thread safety: copies may be used from any thread.
+/// `any_io_executor` accept it. Valid for as long as its io_context exists, even after its Loop
+/// (and the Server or Client owning it) is destroyed: work submitted then still runs, one thread
+/// at a time. Thread safety: copies may be used from any thread.
 class LoopExecutor {
  public:
   /// Asio operations of this library default to `asio::deferred`, which `co_await` accepts.
   using default_completion_token_type = boost::asio::deferred_t;
 
-  LoopExecutor(const LoopExecutor& other) noexcept : core_(other.core_), context_(other.context_), bits_(other.bits_) {
-    start_work();
-  }
-  LoopExecutor(LoopExecutor&& other) noexcept : core_(other.core_), context_(other.context_), bits_(other.bits_) {
-    other.bits_ &= ~TRACKED;
-  }
+  LoopExecutor(const LoopExecutor& other) noexcept : core_(other.core_), bits_(other.bits_) { start_work(); }
+  LoopExecutor(LoopExecutor&& other) noexcept : core_(other.core_), bits_(other.bits_) { other.bits_ &= ~TRACKED; }
   LoopExecutor& operator=(const LoopExecutor& other) noexcept {
     LoopExecutor copy(other);
     swap(copy);
@@ -67,7 +74,7 @@ class LoopExecutor {
 
   /// The io_context whose thread runs queued loop work and whose services run timers.
   [[nodiscard]] boost::asio::io_context& query(boost::asio::execution::context_t /*unused*/) const noexcept {
-    return *context_;
+    return core_->context();
   }
   [[nodiscard]] constexpr boost::asio::execution::blocking_t query(
       boost::asio::execution::blocking_t /*unused*/) const noexcept {
@@ -83,7 +90,9 @@ class LoopExecutor {
   }
   [[nodiscard]] constexpr boost::asio::execution::relationship_t query(
       boost::asio::execution::relationship_t /*unused*/) const noexcept {
-    return boost::asio::execution::relationship.fork;
+    return (bits_ & CONTINUATION) != 0
+               ? boost::asio::execution::relationship_t(boost::asio::execution::relationship.continuation)
+               : boost::asio::execution::relationship_t(boost::asio::execution::relationship.fork);
   }
 
   [[nodiscard]] LoopExecutor require(boost::asio::execution::blocking_t::possibly_t /*unused*/) const {
@@ -98,9 +107,11 @@ class LoopExecutor {
   [[nodiscard]] LoopExecutor require(boost::asio::execution::outstanding_work_t::untracked_t /*unused*/) const {
     return {core_, bits_ & ~TRACKED};
   }
-  [[nodiscard]] LoopExecutor require(boost::asio::execution::relationship_t::fork_t /*unused*/) const { return *this; }
+  [[nodiscard]] LoopExecutor require(boost::asio::execution::relationship_t::fork_t /*unused*/) const {
+    return {core_, bits_ & ~CONTINUATION};
+  }
   [[nodiscard]] LoopExecutor require(boost::asio::execution::relationship_t::continuation_t /*unused*/) const {
-    return *this;
+    return {core_, bits_ | CONTINUATION};
   }
 
   /// Runs `function` on the loop; see the class comment for when it runs inline.
@@ -118,7 +129,8 @@ class LoopExecutor {
     }
   }
 
-  /// True while the calling thread is running this loop's work.
+  /// True while the calling thread is running this loop's work (also from inside another loop's
+  /// work nested in it).
   [[nodiscard]] bool running_in_this_thread() const noexcept { return core_->running_in_this_thread(); }
 
   friend bool operator==(const LoopExecutor& a, const LoopExecutor& b) noexcept {
@@ -129,70 +141,80 @@ class LoopExecutor {
  private:
   friend class Loop;
   friend void detail::post_job(const LoopExecutor& executor, detail::LoopJob* job);
+  friend bool detail::same_loop(const LoopExecutor& a, const LoopExecutor& b) noexcept;
   template <typename Function>
   friend void detail::hand_off(const LoopExecutor& executor, Function&& function);
+  template <typename Function>
+  friend void detail::run_for_waiting_caller(const LoopExecutor& executor, Function&& function);
   static constexpr unsigned BLOCKING_NEVER = 1U;
   static constexpr unsigned TRACKED = 2U;
+  static constexpr unsigned CONTINUATION = 4U;
 
-  LoopExecutor(detail::LoopCore* core, unsigned bits) noexcept : core_(core), context_(&core->context()), bits_(bits) {
-    start_work();
-  }
+  LoopExecutor(detail::LoopCore* core, unsigned bits) noexcept : core_(core), bits_(bits) { start_work(); }
 
   void swap(LoopExecutor& other) noexcept {
     std::swap(core_, other.core_);
-    std::swap(context_, other.context_);
     std::swap(bits_, other.bits_);
   }
-  // Work is counted on the io_context, never through the core: a tracked copy may be destroyed
-  // just after its Loop (a Client destroyed from its own last completion), while the io_context
-  // outlives every executor of its loops.
+  // Work is counted on the core, which holds the io_context's work as one unit and stops touching
+  // the io_context once it is being destroyed: a tracked copy may be destroyed on a gRPC thread
+  // just after a completion let the application destroy its io_context.
   void start_work() const noexcept {
     if ((bits_ & TRACKED) != 0) {
-      context_->get_executor().on_work_started();
+      core_->work_started();
     }
   }
   void finish_work() const noexcept {
     if ((bits_ & TRACKED) != 0) {
-      context_->get_executor().on_work_finished();
+      core_->work_finished();
     }
   }
 
   detail::LoopCore* core_;
-  boost::asio::io_context* context_;
   unsigned bits_;
 };
 
 inline void detail::post_job(const LoopExecutor& executor, LoopJob* job) { executor.core_->post(job); }
 
+inline bool detail::same_loop(const LoopExecutor& a, const LoopExecutor& b) noexcept { return a.core_ == b.core_; }
+
 template <typename Function>
 void detail::hand_off(const LoopExecutor& executor, Function&& function) {
-  executor.core_->dispatch(detail::make_loop_job(std::forward<Function>(function)));
+  executor.core_->hand_off(detail::make_loop_job(std::forward<Function>(function)));
+}
+
+template <typename Function>
+void detail::run_for_waiting_caller(const LoopExecutor& executor, Function&& function) {
+  executor.core_->run_for_waiting_caller(detail::make_loop_job(std::forward<Function>(function)));
 }
 
 /// The event loop: one `io_context` plus the token that lets one thread at a time run loop work.
 ///
 /// Every endpoint, task coroutine and (when completions are bound to it) client reply of a Server
 /// or Client built on this Loop runs under its discipline: never two threads at once. Run the
-/// io_context (`ioc.run()`) on one thread of your choice; gRPC's threads also run loop work when
-/// they find the loop idle, which keeps a message from waking a sleeping thread.
+/// io_context (`ioc.run()`) on one thread of your choice: it runs queued loop work and any backlog.
+/// gRPC's threads also run loop work for a short budget when they find the loop idle, which keeps
+/// a message from waking a sleeping thread (docs/architecture.md).
 ///
-/// Thread safety: `get_executor` may be called from any thread. Destroy the Loop after every
-/// Server and Client that uses it and after the io_context has stopped running it, but before
-/// the io_context itself (declare the io_context first).
+/// A Loop is a handle: its state belongs to the io_context and lives until the io_context is
+/// destroyed (a few hundred bytes per Loop), so destroying a Loop, or the Server or Client that
+/// owns one, with work still pending is safe. Thread safety: `get_executor` may be called from
+/// any thread.
 class Loop {
  public:
   using executor_type = LoopExecutor;
 
-  explicit Loop(boost::asio::io_context& context) : core_(std::make_shared<detail::LoopCore>(context)) {}
+  explicit Loop(boost::asio::io_context& context)
+      : core_(boost::asio::use_service<detail::LoopService>(context).create_core()) {}
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
   ~Loop() = default;
 
-  [[nodiscard]] executor_type get_executor() const noexcept { return {core_.get(), 0}; }
+  [[nodiscard]] executor_type get_executor() const noexcept { return {core_, 0}; }
   [[nodiscard]] boost::asio::io_context& context() const noexcept { return core_->context(); }
 
  private:
-  std::shared_ptr<detail::LoopCore> core_;
+  detail::LoopCore* core_;
 };
 
 }  // namespace rx

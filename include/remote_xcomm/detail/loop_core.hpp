@@ -1,17 +1,28 @@
 // The token and queue behind rx::Loop. Internal: use rx::Loop and rx::LoopExecutor.
 #pragma once
 
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <memory>
+#include <mutex>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace rx::detail {
 
+/// How long a thread borrowed from a transport (a gRPC poller) may run loop work before it hands
+/// what is left to the loop's own thread.
+inline constexpr std::chrono::microseconds BORROWED_LOOP_BUDGET{200};
+/// How many jobs the loop's own thread runs before it lets the io_context's other handlers in.
+inline constexpr int OWN_THREAD_LOOP_BUDGET_JOBS = 256;
+
 /// One unit of loop work in an intrusive queue. `invoke(job, true)` runs and frees it;
-/// `invoke(job, false)` only frees it (a loop destroyed with work still queued).
+/// `invoke(job, false)` only frees it (an io_context destroyed with loop work still queued).
 struct LoopJob {
   LoopJob* next = nullptr;
   void (*invoke)(LoopJob* job, bool run) = nullptr;
@@ -45,31 +56,91 @@ LoopJob* make_loop_job(Function&& function) {
 /// Producers push jobs onto a lock-free stack; whichever thread holds the token takes the whole
 /// stack at once, restores arrival order and runs it. Releasing is followed by a re-check, so a
 /// job pushed while the holder was leaving is never stranded.
+///
+/// Who may hold the token (docs/architecture.md): a thread already inside this loop; a thread
+/// running the loop's io_context (its own thread), for a bounded run before it yields to the
+/// io_context's other handlers; and, through `hand_off` only, a thread that delivered work from a
+/// transport (a gRPC poller), for a short budget, when no other borrowed thread runs loop work
+/// and the loop has no backlog left for its own thread.
+///
+/// Owned by the io_context's LoopService and freed when the io_context is destroyed, so that
+/// executors and work outliving their Loop stay valid, as Asio keeps strand implementations.
 class LoopCore : public std::enable_shared_from_this<LoopCore> {
  public:
-  explicit LoopCore(boost::asio::io_context& context) noexcept : context_(context) {}
+  explicit LoopCore(boost::asio::io_context& context) noexcept : context_(context), live_context_(&context) {}
   LoopCore(const LoopCore&) = delete;
   LoopCore& operator=(const LoopCore&) = delete;
   ~LoopCore();
 
-  /// Queues `job` and runs the loop's pending work on this thread if no thread is running it.
+  /// Asio's dispatch from outside the loop: runs the pending work now if this thread runs the
+  /// loop's io_context and the token is free, else queues `job` and wakes the loop.
   void dispatch(LoopJob* job);
   /// Queues `job`; if no thread is inside the loop, asks the io_context's thread to run it.
   void post(LoopJob* job);
+  /// The library's hand-off from a transport thread: may borrow the calling thread (see above).
+  void hand_off(LoopJob* job);
+  /// For a caller that blocks until `job` has run (Server::attach and the like): runs the pending
+  /// work on the calling thread for a borrowed budget if the token is free, whatever other
+  /// threads borrow, since this thread would only wait otherwise.
+  void run_for_waiting_caller(LoopJob* job);
 
+  /// True while the calling thread is running this loop's work, at any depth of nested loops.
   [[nodiscard]] bool running_in_this_thread() const noexcept;
   [[nodiscard]] boost::asio::io_context& context() const noexcept { return context_; }
 
+  /// Outstanding work of tracked executors, held on the io_context as one unit while nonzero.
+  void work_started() noexcept;
+  void work_finished() noexcept;
+
+  /// The io_context is being destroyed: from now on nothing touches it.
+  void detach_context() noexcept;
+
  private:
+  enum class Runner { own_thread, borrowed };
+
   void push(LoopJob* job) noexcept;
-  void run_pending();
-  void schedule_drain();
+  void run_pending(Runner runner);
+  void schedule_drain() noexcept;
+  void sync_context_work() noexcept;
+  void rethrow_on_context(std::exception_ptr error) noexcept;
+  [[nodiscard]] bool on_own_thread() const noexcept;
 
   boost::asio::io_context& context_;
   std::atomic<LoopJob*> incoming_{nullptr};  // LIFO stack filled by any thread
   std::atomic<bool> running_{false};         // the token
   std::atomic<bool> drain_scheduled_{false};
+  // Set when a borrowed thread left work behind: the loop's own thread owns the backlog, and no
+  // thread borrows until it has emptied the queue.
+  std::atomic<bool> backlog_{false};
+  std::atomic<std::size_t> work_{0};
   LoopJob* ready_ = nullptr;  // FIFO taken from incoming_, touched only by the token holder
+
+  // Guards every touch of the io_context from a thread that may outlive it (a borrowed thread
+  // after user code ran): the service clears `live_context_` under it before the io_context dies.
+  std::mutex context_mutex_;
+  boost::asio::io_context* live_context_;
+  bool holds_context_work_ = false;
+};
+
+/// The io_context service that owns its loops' cores (see LoopCore).
+class LoopService final : public boost::asio::execution_context::service {
+ public:
+  static inline boost::asio::execution_context::id id;  // NOLINT(readability-identifier-naming): Asio's name
+
+  explicit LoopService(boost::asio::io_context& context);
+  LoopService(const LoopService&) = delete;
+  LoopService& operator=(const LoopService&) = delete;
+  ~LoopService() override;
+
+  /// A new core on this io_context, valid until the io_context is destroyed.
+  LoopCore* create_core();
+
+ private:
+  void shutdown() override;
+
+  boost::asio::io_context& context_;
+  std::mutex mutex_;
+  std::vector<std::shared_ptr<LoopCore>> cores_;
 };
 
 }  // namespace rx::detail

@@ -370,29 +370,6 @@ TEST(Loop, DestroyingTheIoContextFreesQueuedLoopWorkWithoutRunningIt) {
   EXPECT_FALSE(ran);
 }
 
-TEST(Loop, ABorrowedThreadFinishingAfterItsIoContextWasDestroyedTouchesNothingOfIt) {
-  // The shape of a client completion: the work signals the application, which destroys the
-  // io_context at once, while the borrowed thread is still inside the loop work.
-  for (int round = 0; round < 50; ++round) {
-    auto context = std::make_unique<asio::io_context>();
-    auto loop = std::make_unique<rx::Loop>(*context);
-    std::promise<void> signalled;
-    std::promise<void> destroyed;
-    std::thread poller([&, executor = loop->get_executor()] {
-      rx::detail::hand_off(executor, [&, tracked = asio::prefer(executor, asio::execution::outstanding_work.tracked)] {
-        asio::post(executor, [] {});  // queued behind: run or freed, either way without the io_context
-        signalled.set_value();
-        destroyed.get_future().wait();
-      });
-    });
-    rx_test::wait_for(signalled.get_future(), "the borrowed thread's signal");
-    loop.reset();
-    context.reset();
-    destroyed.set_value();
-    poller.join();  // AddressSanitizer reports any touch of the freed io_context
-  }
-}
-
 TEST_F(LoopTest, ExecutorAnswersAsiosPropertyQueries) {
   namespace execution = asio::execution;
   EXPECT_EQ(&asio::query(executor_, execution::context), &context_);

@@ -34,6 +34,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <exception>
 #include <map>
 #include <memory>
@@ -346,22 +347,27 @@ int main(int argc, char** argv) {
   // variant (raw_grpc / rxcomm / rxcomm_server) is the last part a twin's name differs by. Twins
   // are registered next to each other so that they run close together in time.
   constexpr std::size_t BYTES = 64;
+  // RX_BENCH_ITERATIONS=N fixes every round trip at N requests, one run each: for profilers
+  // (callgrind's instructions per request are a difference of two such runs).
+  const char* fixed_iterations = std::getenv("RX_BENCH_ITERATIONS");
+  const auto configure = [&](benchmark::internal::Benchmark* benchmark) {
+    benchmark->UseRealTime()->MeasureProcessCPUTime();
+    if (fixed_iterations != nullptr) {
+      benchmark->Iterations(std::atoll(fixed_iterations));
+    }
+  };
   for (const int processes : {1, 2}) {
     for (const int in_flight : {1, MAX_UNARY_IN_FLIGHT}) {
       for (const Variant variant : {Variant::raw_grpc, Variant::rxcomm, Variant::rxcomm_server}) {
         auto* run = processes == 1 ? &unary_one_process : &unary_two_process;
-        benchmark::RegisterBenchmark(name("BM_UnaryRoundTrip", processes, in_flight, BYTES, variant).c_str(), run,
-                                     variant, in_flight, BYTES)
-            ->UseRealTime()
-            ->MeasureProcessCPUTime();
+        configure(benchmark::RegisterBenchmark(name("BM_UnaryRoundTrip", processes, in_flight, BYTES, variant).c_str(),
+                                               run, variant, in_flight, BYTES));
       }
     }
   }
   for (const int in_flight : {1, 256}) {
-    benchmark::RegisterBenchmark(name("BM_StreamEcho", 1, in_flight, BYTES, Variant::raw_grpc).c_str(),
-                                 &stream_raw_grpc, in_flight, BYTES)
-        ->UseRealTime()
-        ->MeasureProcessCPUTime();
+    configure(benchmark::RegisterBenchmark(name("BM_StreamEcho", 1, in_flight, BYTES, Variant::raw_grpc).c_str(),
+                                           &stream_raw_grpc, in_flight, BYTES));
   }
 
   benchmark::Initialize(&argc, argv);

@@ -7,8 +7,9 @@
 # Environment (defaults in brackets):
 #   BENCH_BUILD_DIR            Release build directory [build-bench]
 #   BENCH_RESULTS_DIR          where each binary's JSON and the merged JSON go [$BENCH_BUILD_DIR/results]
-#   BENCH_REPETITIONS          repetitions of the round trips, run interleaved, medians reported [5]
-#   BENCH_LOCAL_REPETITIONS    repetitions of codec and loop hand-off [3]
+#   BENCH_REPETITIONS          repetitions of the round trips (one and two processes), run
+#                              interleaved, medians reported [5]
+#   BENCH_LOCAL_REPETITIONS    repetitions of codec, loop hand-off and poller capture [3]
 #   BENCH_MIN_TIME             --benchmark_min_time, seconds per repetition [Google Benchmark's 0.5]
 #   BENCH_FILTER               --benchmark_filter for every binary [all]
 #   BENCH_DENSITY_ENDPOINTS    endpoint counts of the density benchmark [10000,100000]
@@ -42,7 +43,8 @@ cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -D
   -DREMOTE_XCOMM_BUILD_TESTS=OFF -DREMOTE_XCOMM_BUILD_EXAMPLES=OFF \
   -DREMOTE_XCOMM_SANITIZE= </dev/null >/dev/null
 log "building the benchmarks"
-cmake --build "$build_dir" --parallel "${JOBS:-$(nproc)}" --target bm_codec bm_handoff bm_roundtrip bm_density </dev/null
+cmake --build "$build_dir" --parallel "${JOBS:-$(nproc)}" --target bm_codec bm_handoff bm_roundtrip bm_capture bench_server \
+  bm_density </dev/null
 
 rm -rf "$results_dir"
 mkdir -p "$results_dir"
@@ -67,6 +69,9 @@ run handoff "$bin/bm_handoff" "${local_args[@]}"
 # (the foundation issue's measurements interleaved their variants the same way).
 run roundtrip "$bin/bm_roundtrip" --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true \
   --benchmark_enable_random_interleaving=true
+
+# Poller capture: its own server process; each repetition loads it afresh.
+run capture "$bin/bm_capture" "${local_args[@]}"
 
 # Density: each case in a process of its own, so one case's freed memory cannot hide the next's.
 mapfile -t density_cases < <("$bin/bm_density" --density_endpoints="$density_endpoints" --benchmark_list_tests \

@@ -136,6 +136,10 @@ std::unique_ptr<Environment> environment;
 class Load {
  public:
   explicit Load(Environment& e) : environment_(e) {}
+  Load(const Load&) = delete;
+  Load& operator=(const Load&) = delete;
+  /// Stops first: completions in flight point at this.
+  ~Load() { stop(); }
 
   void start(int servers) {
     for (int server = 0; server < servers; ++server) {
@@ -214,7 +218,7 @@ double median_of(std::vector<double>& samples, double q) {
   return samples[rank];
 }
 
-void poller_capture(benchmark::State& state) {
+void measure_capture(benchmark::State& state) {
   const int loaded_servers = static_cast<int>(state.range(0));
   try {
     if (!environment) {
@@ -231,6 +235,10 @@ void poller_capture(benchmark::State& state) {
   for (int probe = 0; probe < idle_probes() && error.empty(); ++probe) {
     idle.push_back(e.probe(error));
   }
+  if (!error.empty()) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
 
   Load load(e);
   load.start(loaded_servers);
@@ -243,6 +251,8 @@ void poller_capture(benchmark::State& state) {
   for (auto _ : state) {
     const double us = e.probe(error);
     if (us < 0) {
+      state.SkipWithError(error.c_str());  // before leaving the loop early, as Google Benchmark requires
+      error.clear();
       break;
     }
     loaded.push_back(us);
@@ -252,10 +262,10 @@ void poller_capture(benchmark::State& state) {
   const auto stats_after = e.child().stats();
   load.stop();
 
-  if (error.empty()) {
-    error = load.error();
+  if (state.error_occurred()) {
+    return;
   }
-  if (!error.empty()) {
+  if (error = load.error(); !error.empty()) {
     state.SkipWithError(error.c_str());
     return;
   }
@@ -274,6 +284,14 @@ void poller_capture(benchmark::State& state) {
   const double on_loop_thread =
       stats_after.at("task_bodies_on_loop_thread") - stats_before.at("task_bodies_on_loop_thread");
   state.counters["task_bodies_on_loop_thread"] = bodies > 0 ? on_loop_thread / bodies : 0.0;
+}
+
+void poller_capture(benchmark::State& state) {
+  try {
+    measure_capture(state);
+  } catch (const std::exception& error) {  // the servers' process died: ChildProcess::stats throws
+    state.SkipWithError(error.what());
+  }
 }
 
 }  // namespace

@@ -309,13 +309,17 @@ void unary_two_process(benchmark::State& state, Variant variant, int in_flight, 
     state.SkipWithError((std::string("cannot start bench_server: ") + error.what()).c_str());
     return;
   }
-  UsageProbe probe(nullptr, variant == Variant::rxcomm ? &two.client() : nullptr, &server->child);
-  if (variant == Variant::rxcomm) {
-    run_rxcomm_client(state, two.client().client(), server->target, messages, in_flight, bytes);
-  } else {
-    run_raw_client(state, *server->stub, messages, in_flight, bytes);
+  try {
+    UsageProbe probe(nullptr, variant == Variant::rxcomm ? &two.client() : nullptr, &server->child);
+    if (variant == Variant::rxcomm) {
+      run_rxcomm_client(state, two.client().client(), server->target, messages, in_flight, bytes);
+    } else {
+      run_raw_client(state, *server->stub, messages, in_flight, bytes);
+    }
+    probe.report(state);
+  } catch (const std::exception& error) {  // the server process died: ChildProcess::stats throws
+    state.SkipWithError(error.what());
   }
-  probe.report(state);
 }
 
 void stream_raw_grpc(benchmark::State& state, int in_flight, std::size_t bytes) {

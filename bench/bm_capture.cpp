@@ -37,6 +37,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -212,8 +213,8 @@ class Load {
   std::string error_;
 };
 
-double median_of(std::vector<double>& samples, double q) {
-  const auto rank = static_cast<std::size_t>(q * static_cast<double>(samples.size() - 1) + 0.5);
+double quantile_of(std::vector<double>& samples, double q) {
+  const auto rank = static_cast<std::size_t>(std::lround(q * static_cast<double>(samples.size() - 1)));
   std::nth_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(rank), samples.end());
   return samples[rank];
 }
@@ -242,7 +243,7 @@ void measure_capture(benchmark::State& state) {
 
   Load load(e);
   load.start(loaded_servers);
-  load.wait_for(2 * IN_FLIGHT * loaded_servers);  // every endpoint has been busy at least once
+  load.wait_for(std::int64_t{2} * IN_FLIGHT * loaded_servers);  // every endpoint has been busy at least once
   const auto stats_before = e.child().stats();
   const std::int64_t load_before = load.completed();
   const Clock::time_point load_started = Clock::now();
@@ -272,12 +273,12 @@ void measure_capture(benchmark::State& state) {
   if (loaded.empty()) {
     return;
   }
-  const double idle_p50 = median_of(idle, 0.5);
-  const double loaded_p50 = median_of(loaded, 0.5);
+  const double idle_p50 = quantile_of(idle, 0.5);
+  const double loaded_p50 = quantile_of(loaded, 0.5);
   state.SetItemsProcessed(state.iterations());
   state.counters["probe_p50_idle_us"] = idle_p50;
   state.counters["probe_p50_us"] = loaded_p50;
-  state.counters["probe_p99_us"] = median_of(loaded, 0.99);
+  state.counters["probe_p99_us"] = quantile_of(loaded, 0.99);
   state.counters["capture_ratio"] = loaded_p50 / idle_p50;
   state.counters["load_requests_per_second"] = static_cast<double>(load_requests) / load_seconds;
   const double bodies = stats_after.at("task_bodies") - stats_before.at("task_bodies");

@@ -214,7 +214,7 @@ class UsageProbe {
     const ProcessUsage self = process_usage();
     double cpu = self.cpu_us - self_.cpu_us;
     double sleeps = self.voluntary_switches - self_.voluntary_switches;
-    double loop_jobs = static_cast<double>(local_loop_jobs() - loop_jobs_);
+    auto loop_jobs = static_cast<double>(local_loop_jobs() - loop_jobs_);
     if (server_ != nullptr) {
       auto after = server_->stats();
       const auto delta = [&](const char* name) { return after[name] - server_stats_[name]; };
@@ -263,6 +263,7 @@ const char* name_of(Variant variant) {
 void run_raw_client(benchmark::State& state, remote_xcomm::v1::RemoteXComm::Stub& stub, Messages& messages,
                     int in_flight, std::size_t bytes) {
   std::vector<const SendRequest*> requests;
+  requests.reserve(static_cast<std::size_t>(in_flight));
   for (int slot = 0; slot < in_flight; ++slot) {
     requests.push_back(&messages.raw_request(bytes, slot));
   }

@@ -2,14 +2,15 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
@@ -37,10 +38,10 @@ ProcessUsage process_usage() {
 }
 
 ChildProcess::ChildProcess(const std::string& program, const std::vector<std::string>& arguments) {
-  ::signal(SIGPIPE, SIG_IGN);  // a child that died makes write_line fail, not kill the benchmark
-  int to_child[2];
-  int from_child[2];
-  if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0) {
+  std::signal(SIGPIPE, SIG_IGN);  // a child that died makes write_line fail, not kill the benchmark
+  std::array<int, 2> to_child{};
+  std::array<int, 2> from_child{};
+  if (::pipe2(to_child.data(), O_CLOEXEC) != 0 || ::pipe2(from_child.data(), O_CLOEXEC) != 0) {
     throw system_error("pipe2");
   }
   posix_spawn_file_actions_t actions;
@@ -50,6 +51,7 @@ ChildProcess::ChildProcess(const std::string& program, const std::vector<std::st
   std::vector<std::string> storage{program};
   storage.insert(storage.end(), arguments.begin(), arguments.end());
   std::vector<char*> argv;
+  argv.reserve(storage.size() + 1);
   for (std::string& argument : storage) {
     argv.push_back(argument.data());
   }
@@ -87,14 +89,14 @@ std::string ChildProcess::read_line(int timeout_seconds) {
     if (::poll(&readable, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) {
       throw system_error("poll");
     }
-    char chunk[512];
+    std::array<char, 512> chunk{};
     if ((readable.revents & (POLLIN | POLLHUP)) != 0) {
-      const ssize_t got = ::read(from_child_, chunk, sizeof chunk);
+      const ssize_t got = ::read(from_child_, chunk.data(), chunk.size());
       if (got == 0) {
         throw std::runtime_error("the benchmark server exited (see its stderr above)");
       }
       if (got > 0) {
-        buffer_.append(chunk, static_cast<std::size_t>(got));
+        buffer_.append(chunk.data(), static_cast<std::size_t>(got));
       }
     }
   }
@@ -156,7 +158,7 @@ std::vector<int> parse_ports(const std::string& line) {
     ports.push_back(port);
   }
   if (word != "ports" || ports.empty()) {
-    throw std::runtime_error("the benchmark server said \"" + line + "\" instead of \"ports P...\"");
+    throw std::runtime_error(R"(the benchmark server said ")" + line + R"(" instead of "ports P...")");
   }
   return ports;
 }

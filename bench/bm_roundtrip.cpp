@@ -1,34 +1,46 @@
-// Loopback round trips: Remote XComm against a raw gRPC callback-API echo, in one binary.
+// Loopback round trips: Remote XComm against a raw gRPC callback-API echo, in one process and in
+// two (the benchmark starts bench_server, a server process of its own, as users run them).
 //
-//   BM_UnaryRoundTrip/in_flight:N/payload_bytes:B/raw_grpc  raw callback client -> raw callback
-//       echo server (replies inside the reaction, on the gRPC thread)
-//   BM_UnaryRoundTrip/in_flight:N/payload_bytes:B/rxcomm    rx::Client::send -> rx::Server ->
-//       endpoint -> task get() -> push(payload) -> reply -> completion on the client's Loop
-//   BM_StreamEcho/in_flight:N/payload_bytes:B/raw_grpc      raw bidirectional-stream echo, N
-//       messages in flight on one stream: the baseline of the coming multiplexed stream
+//   BM_UnaryRoundTrip/processes:P/in_flight:N/payload_bytes:B/raw_grpc       raw callback client ->
+//       raw callback echo server (replies inside the reaction, on the gRPC thread)
+//   BM_UnaryRoundTrip/processes:P/in_flight:N/payload_bytes:B/rxcomm         rx::Client::send ->
+//       rx::Server -> endpoint -> task get() -> push(payload) -> reply -> completion on the client's Loop
+//   BM_UnaryRoundTrip/processes:P/in_flight:N/payload_bytes:B/rxcomm_server  raw callback client ->
+//       rx::Server (our server alone, as a client in another language would use it)
+//   BM_StreamEcho/processes:1/in_flight:N/payload_bytes:B/raw_grpc           raw bidirectional-stream
+//       echo, N messages in flight on one stream: the baseline of the coming multiplexed stream
+//
+// processes:1 runs client and server in this process: they share gRPC's pollers, which hides
+// part of a client's cost. processes:2 runs the server in a child process (bench/bench_server.cpp,
+// started once per server kind, stopped at exit) and counts both processes' CPU.
 //
 // Twins put the same bytes on the wire (a SendRequest with the same key length and payload text,
 // a SendResponse echoing it, the same deadline and channel arguments) and report the same
 // counters, so a ratio reads straight off one run: requests_per_second (messages_per_second for
-// streams), p50_us, p99_us, CPU time = the whole process's CPU per request (client and server
-// share the machine, as they do on the target VM), sleeps_per_request (voluntary context
-// switches of all threads: each sleep is a wake-up, the cost the hand-off design must not add)
-// and loop_thread_jobs_per_request (work that reached a Loop's own thread; 0 for raw gRPC). Each completion issues the
-// next request, so N stay in flight; every request of the budget is waited for inside the timed region. In the rxcomm
-// run each in-flight slot sends to an endpoint of its own, whose task always waits in get() when its request arrives: a
-// scheduler talking to N task instances.
+// streams), p50_us, p99_us, cpu_us_per_request (both sides' CPU per request; in two processes
+// also client_cpu_us_per_request and server_cpu_us_per_request), sleeps_per_request (voluntary
+// context switches of all threads, both processes: each sleep is a wake-up, the cost the hand-off
+// design must not add) and loop_thread_jobs_per_request (work that reached a Loop's own thread,
+// both sides; 0 for raw gRPC). Each completion issues the next request, so N stay in flight;
+// every request of the budget is waited for inside the timed region. Each in-flight slot sends to
+// an endpoint of its own, whose task always waits in get() when its request arrives: a scheduler
+// talking to N task instances.
 #include "codec.hpp"
+#include "common/child_process.hpp"
 #include "common/closed_loop.hpp"
 #include "common/payloads.hpp"
-#include "common/process_stats.hpp"
 #include "common/raw_echo.hpp"
 #include "common/rxcomm_echo.hpp"
 
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
+#include <exception>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -38,22 +50,16 @@ using remote_xcomm::v1::SendRequest;
 
 constexpr int MAX_UNARY_IN_FLIGHT = 64;
 
-/// Servers, channels and endpoints, built once, outside every timed region, on first use.
-class Environment {
+/// Payloads and keys, and what rx::Client puts on the wire for them, shared by both modes.
+class Messages {
  public:
-  Environment()
-      : raw_channel_(make_channel(raw_server_.target())),
-        raw_unary_(remote_xcomm::v1::RemoteXComm::NewStub(raw_channel_)),
-        raw_stream_(remote_xcomm::bench::v1::BenchEcho::NewStub(raw_channel_)) {
+  Messages() {
     for (int slot = 0; slot < MAX_UNARY_IN_FLIGHT; ++slot) {
       keys_.push_back(make_key(static_cast<std::size_t>(slot)));
-      rxcomm_.attach_echo(keys_.back());
     }
   }
 
-  [[nodiscard]] remote_xcomm::v1::RemoteXComm::Stub& raw_unary() { return *raw_unary_; }
-  [[nodiscard]] remote_xcomm::bench::v1::BenchEcho::Stub& raw_stream() { return *raw_stream_; }
-  [[nodiscard]] RxcommEcho& rxcomm() { return rxcomm_; }
+  [[nodiscard]] const std::vector<rx::TaskInstanceKey>& keys() const { return keys_; }
   [[nodiscard]] const rx::TaskInstanceKey& key(int slot) const { return keys_.at(static_cast<std::size_t>(slot)); }
 
   [[nodiscard]] const boost::json::object& payload(std::size_t bytes) {
@@ -64,27 +70,97 @@ class Environment {
     return it->second;
   }
 
-  /// What rx::Client puts on the wire for payload(bytes) sent to key(0).
-  [[nodiscard]] const SendRequest& raw_request(std::size_t bytes) {
-    auto it = raw_requests_.find(bytes);
+  /// What rx::Client puts on the wire for payload(bytes) sent to key(slot).
+  [[nodiscard]] const SendRequest& raw_request(std::size_t bytes, int slot) {
+    const auto id = std::make_pair(bytes, slot);
+    auto it = raw_requests_.find(id);
     if (it == raw_requests_.end()) {
       SendRequest request;
-      rx::detail::to_proto(key(0), *request.mutable_key());
+      rx::detail::to_proto(key(slot), *request.mutable_key());
       request.set_payload_json(rx::detail::serialize_json(payload(bytes)));
-      it = raw_requests_.emplace(bytes, std::move(request)).first;
+      it = raw_requests_.emplace(id, std::move(request)).first;
     }
     return it->second;
   }
 
  private:
-  RawEchoServer raw_server_;
-  std::shared_ptr<grpc::Channel> raw_channel_;
-  std::unique_ptr<remote_xcomm::v1::RemoteXComm::Stub> raw_unary_;
-  std::unique_ptr<remote_xcomm::bench::v1::BenchEcho::Stub> raw_stream_;
-  RxcommEcho rxcomm_;
   std::vector<rx::TaskInstanceKey> keys_;
   std::map<std::size_t, boost::json::object> payloads_;
-  std::map<std::size_t, SendRequest> raw_requests_;
+  std::map<std::pair<std::size_t, int>, SendRequest> raw_requests_;
+};
+
+/// One process: servers, channels and endpoints in this process, built once, outside every
+/// timed region, on first use.
+class OneProcess {
+ public:
+  explicit OneProcess(const Messages& messages)
+      : raw_channel_(make_channel(raw_server_.target())),
+        rxcomm_channel_(make_channel(rxcomm_.target())),
+        raw_unary_(remote_xcomm::v1::RemoteXComm::NewStub(raw_channel_)),
+        rxcomm_unary_(remote_xcomm::v1::RemoteXComm::NewStub(rxcomm_channel_)),
+        raw_stream_(remote_xcomm::bench::v1::BenchEcho::NewStub(raw_channel_)) {
+    for (const auto& key : messages.keys()) {
+      rxcomm_.attach_echo(key);
+    }
+  }
+
+  [[nodiscard]] remote_xcomm::v1::RemoteXComm::Stub& raw_unary() { return *raw_unary_; }
+  [[nodiscard]] remote_xcomm::v1::RemoteXComm::Stub& raw_to_rxcomm() { return *rxcomm_unary_; }
+  [[nodiscard]] remote_xcomm::bench::v1::BenchEcho::Stub& raw_stream() { return *raw_stream_; }
+  [[nodiscard]] RxcommEcho& rxcomm() { return rxcomm_; }
+
+ private:
+  RawEchoServer raw_server_;
+  RxcommEcho rxcomm_;
+  std::shared_ptr<grpc::Channel> raw_channel_;
+  std::shared_ptr<grpc::Channel> rxcomm_channel_;
+  std::unique_ptr<remote_xcomm::v1::RemoteXComm::Stub> raw_unary_;
+  std::unique_ptr<remote_xcomm::v1::RemoteXComm::Stub> rxcomm_unary_;
+  std::unique_ptr<remote_xcomm::bench::v1::BenchEcho::Stub> raw_stream_;
+};
+
+/// A bench_server child and a raw stub to it.
+struct ServerProcess {
+  explicit ServerProcess(const std::vector<std::string>& arguments)
+      : child(sibling_executable("bench_server"), arguments),
+        target("127.0.0.1:" + std::to_string(parse_ports(child.read_line()).at(0))),
+        channel(make_channel(target)),
+        stub(remote_xcomm::v1::RemoteXComm::NewStub(channel)) {}
+
+  ChildProcess child;
+  std::string target;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<remote_xcomm::v1::RemoteXComm::Stub> stub;
+};
+
+/// Two processes: a raw and an rx server process, started on first use, and our client here.
+class TwoProcess {
+ public:
+  ServerProcess& raw_server() {
+    if (!raw_) {
+      raw_.emplace(std::vector<std::string>{"--server=raw"});
+    }
+    return *raw_;
+  }
+  ServerProcess& rxcomm_server() {
+    if (!rxcomm_) {
+      rxcomm_.emplace(
+          std::vector<std::string>{"--server=rxcomm", "--endpoints=" + std::to_string(MAX_UNARY_IN_FLIGHT)});
+    }
+    return *rxcomm_;
+  }
+  [[nodiscard]] RxcommEchoClient& client() { return client_; }
+
+ private:
+  RxcommEchoClient client_;
+  std::optional<ServerProcess> raw_;
+  std::optional<ServerProcess> rxcomm_;
+};
+
+struct Environment {
+  Messages messages;
+  std::unique_ptr<OneProcess> one;
+  std::unique_ptr<TwoProcess> two;
 };
 
 std::unique_ptr<Environment> environment;
@@ -96,58 +172,165 @@ Environment& env() {
   return *environment;
 }
 
-/// Counts, around a run, how often threads went to sleep (so had to be woken) and how much work
-/// reached Remote XComm's loop threads, and reports both per request. Raw gRPC has no loop
-/// threads; it reports 0 there so that twins report the same counters.
-class WakeProbe {
- public:
-  explicit WakeProbe(Environment& e)
-      : environment_(e), switches_(voluntary_context_switches()), loop_handlers_(e.rxcomm().loop_thread_handlers()) {}
+OneProcess& one_process() {
+  Environment& e = env();
+  if (!e.one) {
+    e.one = std::make_unique<OneProcess>(e.messages);
+  }
+  return *e.one;
+}
 
-  void report(benchmark::State& state) const {
+TwoProcess& two_process() {
+  Environment& e = env();
+  if (!e.two) {
+    e.two = std::make_unique<TwoProcess>();
+  }
+  return *e.two;
+}
+
+/// Takes, around a run, what both sides used: CPU time, sleeps (voluntary context switches:
+/// each sleep is a thread that a later message has to wake) and work that reached a Loop's own
+/// thread, and reports each per request. A server process reports its own figures (its "stats"
+/// answer); they are reported apart too. Raw gRPC has no loop threads; it reports 0 there so
+/// that twins report the same counters.
+class UsageProbe {
+ public:
+  UsageProbe(const RxcommEcho* in_process, const RxcommEchoClient* client, ChildProcess* server)
+      : in_process_(in_process),
+        client_(client),
+        server_(server),
+        self_(process_usage()),
+        loop_jobs_(local_loop_jobs()) {
+    if (server_ != nullptr) {
+      server_stats_ = server_->stats();
+    }
+  }
+
+  void report(benchmark::State& state) {
     if (state.error_occurred() || state.iterations() == 0) {
       return;
     }
     const auto requests = static_cast<double>(state.iterations());
-    state.counters["sleeps_per_request"] = static_cast<double>(voluntary_context_switches() - switches_) / requests;
-    state.counters["loop_thread_jobs_per_request"] =
-        static_cast<double>(environment_.rxcomm().loop_thread_handlers() - loop_handlers_) / requests;
+    const ProcessUsage self = process_usage();
+    double cpu = self.cpu_us - self_.cpu_us;
+    double sleeps = self.voluntary_switches - self_.voluntary_switches;
+    auto loop_jobs = static_cast<double>(local_loop_jobs() - loop_jobs_);
+    if (server_ != nullptr) {
+      auto after = server_->stats();
+      const auto delta = [&](const char* name) { return after[name] - server_stats_[name]; };
+      state.counters["client_cpu_us_per_request"] = cpu / requests;
+      state.counters["server_cpu_us_per_request"] = delta("cpu_us") / requests;
+      state.counters["client_sleeps_per_request"] = sleeps / requests;
+      state.counters["server_sleeps_per_request"] = delta("voluntary_switches") / requests;
+      cpu += delta("cpu_us");
+      sleeps += delta("voluntary_switches");
+      loop_jobs += delta("loop_thread_handlers");
+    }
+    state.counters["cpu_us_per_request"] = cpu / requests;
+    state.counters["sleeps_per_request"] = sleeps / requests;
+    state.counters["loop_thread_jobs_per_request"] = loop_jobs / requests;
   }
 
  private:
-  Environment& environment_;
-  std::int64_t switches_;
-  std::int64_t loop_handlers_;
+  [[nodiscard]] std::int64_t local_loop_jobs() const {
+    return (in_process_ != nullptr ? in_process_->loop_thread_handlers() : 0) +
+           (client_ != nullptr ? client_->loop_thread_handlers() : 0);
+  }
+
+  const RxcommEcho* in_process_;
+  const RxcommEchoClient* client_;
+  ChildProcess* server_;
+  ProcessUsage self_;
+  std::int64_t loop_jobs_;
+  std::map<std::string, double> server_stats_;
 };
 
-void unary_raw_grpc(benchmark::State& state, int in_flight, std::size_t bytes) {
-  Environment& e = env();
-  const SendRequest& request = e.raw_request(bytes);
-  const WakeProbe probe(e);
+/// Which client talks to which server.
+enum class Variant { raw_grpc, rxcomm, rxcomm_server };
+
+const char* name_of(Variant variant) {
+  switch (variant) {
+    case Variant::raw_grpc:
+      return "raw_grpc";
+    case Variant::rxcomm:
+      return "rxcomm";
+    case Variant::rxcomm_server:
+      return "rxcomm_server";
+  }
+  return "?";
+}
+
+void run_raw_client(benchmark::State& state, remote_xcomm::v1::RemoteXComm::Stub& stub, Messages& messages,
+                    int in_flight, std::size_t bytes) {
+  std::vector<const SendRequest*> requests;
+  requests.reserve(static_cast<std::size_t>(in_flight));
+  for (int slot = 0; slot < in_flight; ++slot) {
+    requests.push_back(&messages.raw_request(bytes, slot));
+  }
   run_closed_loop(
-      state, in_flight, [&](ClosedLoop& loop, int /*slot*/) { issue_raw_unary(e.raw_unary(), request, loop); },
+      state, in_flight,
+      [&](ClosedLoop& loop, int slot) { issue_raw_unary(stub, *requests[static_cast<std::size_t>(slot)], loop); },
       "requests_per_second");
+}
+
+void run_rxcomm_client(benchmark::State& state, rx::Client& client, const std::string& target, Messages& messages,
+                       int in_flight, std::size_t bytes) {
+  const boost::json::object& payload = messages.payload(bytes);
+  run_closed_loop(
+      state, in_flight,
+      [&](ClosedLoop& loop, int slot) { issue_rxcomm_unary(client, target, messages.key(slot), payload, loop); },
+      "requests_per_second");
+}
+
+void unary_one_process(benchmark::State& state, Variant variant, int in_flight, std::size_t bytes) {
+  Messages& messages = env().messages;
+  OneProcess& one = one_process();
+  UsageProbe probe(&one.rxcomm(), nullptr, nullptr);
+  switch (variant) {
+    case Variant::raw_grpc:
+      run_raw_client(state, one.raw_unary(), messages, in_flight, bytes);
+      break;
+    case Variant::rxcomm:
+      run_rxcomm_client(state, one.rxcomm().client(), one.rxcomm().target(), messages, in_flight, bytes);
+      break;
+    case Variant::rxcomm_server:
+      run_raw_client(state, one.raw_to_rxcomm(), messages, in_flight, bytes);
+      break;
+  }
   probe.report(state);
 }
 
-void unary_rxcomm(benchmark::State& state, int in_flight, std::size_t bytes) {
-  Environment& e = env();
-  const boost::json::object& payload = e.payload(bytes);
-  const WakeProbe probe(e);
-  run_closed_loop(
-      state, in_flight, [&](ClosedLoop& loop, int slot) { issue_rxcomm_unary(e.rxcomm(), e.key(slot), payload, loop); },
-      "requests_per_second");
-  probe.report(state);
+void unary_two_process(benchmark::State& state, Variant variant, int in_flight, std::size_t bytes) {
+  Messages& messages = env().messages;
+  TwoProcess& two = two_process();
+  ServerProcess* server = nullptr;
+  try {
+    server = variant == Variant::raw_grpc ? &two.raw_server() : &two.rxcomm_server();
+  } catch (const std::exception& error) {
+    state.SkipWithError((std::string("cannot start bench_server: ") + error.what()).c_str());
+    return;
+  }
+  try {
+    UsageProbe probe(nullptr, variant == Variant::rxcomm ? &two.client() : nullptr, &server->child);
+    if (variant == Variant::rxcomm) {
+      run_rxcomm_client(state, two.client().client(), server->target, messages, in_flight, bytes);
+    } else {
+      run_raw_client(state, *server->stub, messages, in_flight, bytes);
+    }
+    probe.report(state);
+  } catch (const std::exception& error) {  // the server process died: ChildProcess::stats throws
+    state.SkipWithError(error.what());
+  }
 }
 
 void stream_raw_grpc(benchmark::State& state, int in_flight, std::size_t bytes) {
-  Environment& e = env();
-  const SendRequest& request = e.raw_request(bytes);
-  const WakeProbe probe(e);
+  OneProcess& one = one_process();
+  const SendRequest& request = env().messages.raw_request(bytes, 0);
+  UsageProbe probe(&one.rxcomm(), nullptr, nullptr);
   ClosedLoop loop(std::max<std::int64_t>(state.max_iterations, 1));
   grpc::Status status;
   while (state.KeepRunningBatch(loop.total())) {
-    status = run_raw_stream(e.raw_stream(), request, in_flight, loop);
+    status = run_raw_stream(one.raw_stream(), request, in_flight, loop);
   }
   if (!status.ok()) {
     state.SkipWithError(("raw EchoStream failed: " + status.error_message()).c_str());
@@ -157,26 +340,39 @@ void stream_raw_grpc(benchmark::State& state, int in_flight, std::size_t bytes) 
   probe.report(state);
 }
 
-using Variant = void (*)(benchmark::State&, int, std::size_t);
-
-void add(const std::string& family, int in_flight, std::size_t bytes, const std::string& variant, Variant run) {
-  const std::string name =
-      family + "/in_flight:" + std::to_string(in_flight) + "/payload_bytes:" + std::to_string(bytes) + "/" + variant;
-  benchmark::RegisterBenchmark(name.c_str(), run, in_flight, bytes)->UseRealTime()->MeasureProcessCPUTime();
+std::string name(const std::string& family, int processes, int in_flight, std::size_t bytes, Variant variant) {
+  return family + "/processes:" + std::to_string(processes) + "/in_flight:" + std::to_string(in_flight) +
+         "/payload_bytes:" + std::to_string(bytes) + "/" + name_of(variant);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   // The parameters sit in the name, in Google Benchmark's "name:value" form, so that the
-  // variant (raw_grpc / rxcomm) is the last part a twin's name differs by. Twins are registered
-  // next to each other so that they run close together in time.
-  for (const int in_flight : {1, MAX_UNARY_IN_FLIGHT}) {
-    add("BM_UnaryRoundTrip", in_flight, 64, "raw_grpc", &unary_raw_grpc);
-    add("BM_UnaryRoundTrip", in_flight, 64, "rxcomm", &unary_rxcomm);
+  // variant (raw_grpc / rxcomm / rxcomm_server) is the last part a twin's name differs by. Twins
+  // are registered next to each other so that they run close together in time.
+  constexpr std::size_t BYTES = 64;
+  // RX_BENCH_ITERATIONS=N fixes every round trip at N requests, one run each: for profilers
+  // (callgrind's instructions per request are a difference of two such runs).
+  const char* fixed_iterations = std::getenv("RX_BENCH_ITERATIONS");
+  const auto configure = [&](benchmark::internal::Benchmark* benchmark) {
+    benchmark->UseRealTime()->MeasureProcessCPUTime();
+    if (fixed_iterations != nullptr) {
+      benchmark->Iterations(std::atoll(fixed_iterations));
+    }
+  };
+  for (const int processes : {1, 2}) {
+    for (const int in_flight : {1, MAX_UNARY_IN_FLIGHT}) {
+      for (const Variant variant : {Variant::raw_grpc, Variant::rxcomm, Variant::rxcomm_server}) {
+        auto* run = processes == 1 ? &unary_one_process : &unary_two_process;
+        configure(benchmark::RegisterBenchmark(name("BM_UnaryRoundTrip", processes, in_flight, BYTES, variant).c_str(),
+                                               run, variant, in_flight, BYTES));
+      }
+    }
   }
   for (const int in_flight : {1, 256}) {
-    add("BM_StreamEcho", in_flight, 64, "raw_grpc", &stream_raw_grpc);
+    configure(benchmark::RegisterBenchmark(name("BM_StreamEcho", 1, in_flight, BYTES, Variant::raw_grpc).c_str(),
+                                           &stream_raw_grpc, in_flight, BYTES));
   }
 
   benchmark::Initialize(&argc, argv);
@@ -185,6 +381,6 @@ int main(int argc, char** argv) {
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
-  environment.reset();  // servers shut down before gRPC's own statics go
+  environment.reset();  // servers shut down (and server processes exit) before gRPC's own statics go
   return 0;
 }

@@ -7,8 +7,11 @@
 # Environment (defaults in brackets):
 #   BENCH_BUILD_DIR            Release build directory [build-bench]
 #   BENCH_RESULTS_DIR          where each binary's JSON and the merged JSON go [$BENCH_BUILD_DIR/results]
-#   BENCH_REPETITIONS          repetitions of the round trips, run interleaved, medians reported [5]
+#   BENCH_REPETITIONS          repetitions of the round trips (one and two processes), run
+#                              interleaved, medians reported [5]
 #   BENCH_LOCAL_REPETITIONS    repetitions of codec and loop hand-off [3]
+#   BENCH_CAPTURE_REPETITIONS  repetitions of poller capture, median reported [5]: a run either
+#                              captures both of gRPC's pollers or not, so a few runs are needed
 #   BENCH_MIN_TIME             --benchmark_min_time, seconds per repetition [Google Benchmark's 0.5]
 #   BENCH_FILTER               --benchmark_filter for every binary [all]
 #   BENCH_DENSITY_ENDPOINTS    endpoint counts of the density benchmark [10000,100000]
@@ -31,6 +34,7 @@ build_dir="${BENCH_BUILD_DIR:-$root/build-bench}"
 results_dir="${BENCH_RESULTS_DIR:-$build_dir/results}"
 repetitions="${BENCH_REPETITIONS:-5}"
 local_repetitions="${BENCH_LOCAL_REPETITIONS:-3}"
+capture_repetitions="${BENCH_CAPTURE_REPETITIONS:-5}"
 density_endpoints="${BENCH_DENSITY_ENDPOINTS:-10000,100000}"
 markdown="${BENCH_MARKDOWN:-$root/docs/benchmarks.md}"
 plot="${BENCH_PLOT:-$root/docs/benchmarks.png}"
@@ -42,7 +46,8 @@ cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -D
   -DREMOTE_XCOMM_BUILD_TESTS=OFF -DREMOTE_XCOMM_BUILD_EXAMPLES=OFF \
   -DREMOTE_XCOMM_SANITIZE= </dev/null >/dev/null
 log "building the benchmarks"
-cmake --build "$build_dir" --parallel "${JOBS:-$(nproc)}" --target bm_codec bm_handoff bm_roundtrip bm_density </dev/null
+cmake --build "$build_dir" --parallel "${JOBS:-$(nproc)}" --target bm_codec bm_handoff bm_roundtrip bm_capture bench_server \
+  bm_density </dev/null
 
 rm -rf "$results_dir"
 mkdir -p "$results_dir"
@@ -68,6 +73,9 @@ run handoff "$bin/bm_handoff" "${local_args[@]}"
 run roundtrip "$bin/bm_roundtrip" --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true \
   --benchmark_enable_random_interleaving=true
 
+# Poller capture: its own server process; each repetition loads it afresh.
+run capture "$bin/bm_capture" --benchmark_repetitions="$capture_repetitions" --benchmark_report_aggregates_only=true
+
 # Density: each case in a process of its own, so one case's freed memory cannot hide the next's.
 mapfile -t density_cases < <("$bin/bm_density" --density_endpoints="$density_endpoints" --benchmark_list_tests \
   ${BENCH_FILTER:+"--benchmark_filter=$BENCH_FILTER"} </dev/null)
@@ -84,7 +92,7 @@ fi
 
 # The exact command, with every setting that differs from the defaults.
 command="scripts/bench.sh"
-for variable in BENCH_REPETITIONS BENCH_LOCAL_REPETITIONS BENCH_MIN_TIME BENCH_FILTER BENCH_DENSITY_ENDPOINTS; do
+for variable in BENCH_REPETITIONS BENCH_LOCAL_REPETITIONS BENCH_CAPTURE_REPETITIONS BENCH_MIN_TIME BENCH_FILTER BENCH_DENSITY_ENDPOINTS; do
   [[ -n "${!variable:-}" ]] && command="$variable=${!variable} $command"
 done
 revision="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"

@@ -6,9 +6,12 @@ Usage:
                           [--merged results/benchmarks.json] [--command "how it was run"]
                           [--revision GIT_REVISION] RESULT.json...
 
-Each pair of twins (names equal but for a final raw_grpc / rxcomm part) gets its ratios read
-off the same run: p50 ratio = rxcomm p50 / raw p50 (lower is better), throughput ratio =
-rxcomm rate / raw rate (higher is better). With repetitions the medians are used.
+Each pair of twins (names equal but for a final raw_grpc / rxcomm / rxcomm_server part) gets its
+ratios read off the same run: p50 ratio = ours p50 / raw p50 (lower is better), throughput ratio
+= ours rate / raw rate (higher is better). rxcomm is our client to our server, rxcomm_server a raw
+gRPC client to our server. Round trips run in one process (processes:1) and in two
+(processes:2, the server in a child process); each mode gets its table. BM_PollerCapture
+(bench/bm_capture.cpp) gets a table of its own. With repetitions the medians are used.
 
 The text between <!-- analysis:begin --> and <!-- analysis:end --> in an existing markdown
 file is kept, so the "Targets and where the time goes" section survives regeneration.
@@ -37,13 +40,17 @@ issue that is missed: the profile (perf, callgrind, heaptrack), where the time o
 and what was or could be done. This section is kept when the page is regenerated._
 """
 
-VARIANTS = ("raw_grpc", "rxcomm")
+VARIANTS = ("raw_grpc", "rxcomm", "rxcomm_server")
+# What each variant that is not the baseline puts against raw gRPC.
+VARIANT_LABELS = {"rxcomm": "our client → our server", "rxcomm_server": "raw client → our server"}
 # Parts Google Benchmark appends to a run name; they do not tell twins apart.
 DECORATIONS = re.compile(r"^(real_time|process_time|manual_time|(iterations|repeats|min_time|threads):.*)$")
 
-# Issue 3's targets, checked against this run (the lead owns them; see docs/benchmarks.md).
+# Issue 3's and issue 6's targets, checked against this run (the lead owns them; see docs/benchmarks.md).
 UNARY_P50_TARGET = 1.10
 UNARY_THROUGHPUT_TARGET = 0.90
+SERVER_THROUGHPUT_TARGET = 0.95
+CAPTURE_RATIO_TARGET = 2.0
 HANDOFF_NS_TARGET = 100.0
 DENSITY_KIB_TARGET = 2.0
 
@@ -187,8 +194,27 @@ class Pair:
 
     @property
     def cpu_ratio(self) -> float:
-        return ratio(self.ours.get("cpu_time"), self.raw.get("cpu_time"))
+        return ratio(cpu_us(self.ours), cpu_us(self.raw))
 
+    def side_cpu_ratio(self, side: str) -> float:
+        key = f"{side}_cpu_us_per_request"
+        return ratio(self.ours.get(key), self.raw.get(key))
+
+    @property
+    def processes(self) -> str:
+        return self.raw.params.get("processes", "1")
+
+    @property
+    def label(self) -> str:
+        params = {k: v for k, v in self.raw.params.items() if k != "processes"}
+        text = " ".join([self.raw.family.removeprefix("BM_")] + [f"{k}={v}" for k, v in params.items()])
+        return f"{text}, {VARIANT_LABELS.get(self.ours.variant or '', self.ours.variant)}"
+
+
+def cpu_us(result: Result) -> float:
+    """CPU µs per request, both sides: the counter if the benchmark reports it, else the process's CPU time."""
+    value = result.get("cpu_us_per_request")
+    return value if value == value else result.get("cpu_time") / 1000
 
 def ratio(a: float, b: float) -> float:
     if b != b or a != a or b == 0:  # NaN or zero
@@ -215,9 +241,10 @@ def find_pairs(results: list[Result]) -> list[Pair]:
             twins.setdefault(result.pair_key, {})[result.variant] = result
     pairs = []
     for key, group in twins.items():
-        if "raw_grpc" in group and "rxcomm" in group:
-            pairs.append(Pair(key, group["raw_grpc"], group["rxcomm"], rate_counter_of(group["raw_grpc"])))
-    return sorted(pairs, key=lambda p: natural_key(p.key))
+        for variant in VARIANTS[1:]:
+            if "raw_grpc" in group and variant in group:
+                pairs.append(Pair(key, group["raw_grpc"], group[variant], rate_counter_of(group["raw_grpc"])))
+    return sorted(pairs, key=lambda p: natural_key(p.key + "/" + (p.ours.variant or "")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,23 +315,36 @@ def previous_analysis(markdown: Path) -> str:
 
 
 def section_targets(results: list[Result], pairs: list[Pair]) -> str:
-    def pair_where(family: str, in_flight: str) -> Pair | None:
+    def pair_where(family: str, in_flight: str, processes: str, variant: str) -> Pair | None:
         for p in pairs:
-            if p.raw.family == family and p.raw.params.get("in_flight") == in_flight:
+            if (p.raw.family == family and p.raw.params.get("in_flight") == in_flight and p.processes == processes
+                    and p.ours.variant == variant):
                 return p
         return None
 
+    mode = {"1": "one process", "2": "two processes"}
     rows = []
-    unary1 = pair_where("BM_UnaryRoundTrip", "1")
-    unary64 = pair_where("BM_UnaryRoundTrip", "64")
-    if unary1:
-        r = unary1.p50_ratio
-        rows.append(["unary round trip p50, 1 in flight, ÷ raw gRPC", f"≤ {UNARY_P50_TARGET:.2f}×", fmt_ratio(r),
-                     verdict(r <= UNARY_P50_TARGET, r)])
-    if unary64:
-        r = unary64.throughput_ratio
-        rows.append(["unary throughput, 64 in flight, ÷ raw gRPC", f"≥ {UNARY_THROUGHPUT_TARGET:.2f}×", fmt_ratio(r),
-                     verdict(r >= UNARY_THROUGHPUT_TARGET, r)])
+    for processes in ("1", "2"):
+        unary1 = pair_where("BM_UnaryRoundTrip", "1", processes, "rxcomm")
+        unary64 = pair_where("BM_UnaryRoundTrip", "64", processes, "rxcomm")
+        server64 = pair_where("BM_UnaryRoundTrip", "64", processes, "rxcomm_server")
+        if unary1:
+            r = unary1.p50_ratio
+            rows.append([f"our client → our server, p50 at 1 in flight, ÷ raw gRPC ({mode[processes]})",
+                         f"≤ {UNARY_P50_TARGET:.2f}×", fmt_ratio(r), verdict(r <= UNARY_P50_TARGET, r)])
+        if unary64:
+            r = unary64.throughput_ratio
+            rows.append([f"our client → our server, throughput at 64 in flight, ÷ raw gRPC ({mode[processes]})",
+                         f"≥ {UNARY_THROUGHPUT_TARGET:.2f}×", fmt_ratio(r), verdict(r >= UNARY_THROUGHPUT_TARGET, r)])
+        if server64:
+            r = server64.throughput_ratio
+            rows.append([f"raw client → our server, throughput at 64 in flight, ÷ raw gRPC ({mode[processes]})",
+                         f"≥ {SERVER_THROUGHPUT_TARGET:.2f}×", fmt_ratio(r), verdict(r >= SERVER_THROUGHPUT_TARGET, r)])
+    for result in results:
+        if result.family == "BM_PollerCapture" and result.params.get("loaded_servers") == "2":
+            r = result.get("capture_ratio")
+            rows.append(["probe p50 with two loops saturated ÷ probe p50 idle (poller capture)",
+                         f"≤ {CAPTURE_RATIO_TARGET:.0f}×", fmt_ratio(r), verdict(r <= CAPTURE_RATIO_TARGET, r)])
     for result in results:
         if result.family.startswith("BM_LoopHandoffDispatchEach"):
             ns = time_ns(result)
@@ -318,7 +358,7 @@ def section_targets(results: list[Result], pairs: list[Pair]) -> str:
                      f"< {DENSITY_KIB_TARGET:.0f} KiB", f"{fmt(kib)} KiB", verdict(kib < DENSITY_KIB_TARGET, kib)])
     if not rows:
         return ""
-    return "## Targets (issue 3), checked against this run\n\n" + table(
+    return "## Targets (issues 3 and 6), checked against this run\n\n" + table(
         ["target", "wanted", "this run", "met"], rows, ["l", "r", "r", "l"]) + "\n"
 
 
@@ -331,36 +371,91 @@ def verdict(ok: bool, value: float) -> str:
 def section_pairs(pairs: list[Pair]) -> str:
     if not pairs:
         return ""
+    sections = []
+    one = [p for p in pairs if p.processes == "1"]
+    two = [p for p in pairs if p.processes == "2"]
+    if one:
+        rows = []
+        for p in one:
+            rows.append(pair_row(p) + [
+                f"{fmt(cpu_us(p.raw))} / {fmt(cpu_us(p.ours))}", fmt_ratio(p.cpu_ratio),
+                f"{fmt(p.raw.get('sleeps_per_request'), 2)} / {fmt(p.ours.get('sleeps_per_request'), 2)}",
+                fmt(p.ours.get("loop_thread_jobs_per_request"), 2),
+            ])
+        sections.append(
+            "## Remote XComm against raw gRPC, one process\n\n"
+            "Client and server in the benchmark's process, sharing gRPC's threads (which hides part of a client's "
+            "cost). Each row is a pair of twins from the same run: raw gRPC / ours. Ratios are ours ÷ raw "
+            "(latency and CPU: lower is better; throughput: higher is better). CPU is the process's CPU time per "
+            "request, client and server together, in µs. Sleeps are voluntary context switches of all the "
+            "process's threads per request: each is a thread that some later message has to wake, the cost the "
+            "hand-off design must not add. Loop jobs count work that reached a Loop's own thread instead of running "
+            "on the gRPC thread that delivered it.\n\n"
+            + table(PAIR_HEADER + ["CPU µs/req raw / ours", "CPU ratio", "sleeps/req raw / ours",
+                                   "loop-thread jobs/req ours"], rows)
+            + "\n")
+    if two:
+        rows = []
+        for p in two:
+            rows.append(pair_row(p) + [
+                f"{fmt(p.raw.get('client_cpu_us_per_request'))} / {fmt(p.ours.get('client_cpu_us_per_request'))}",
+                fmt_ratio(p.side_cpu_ratio("client")),
+                f"{fmt(p.raw.get('server_cpu_us_per_request'))} / {fmt(p.ours.get('server_cpu_us_per_request'))}",
+                fmt_ratio(p.side_cpu_ratio("server")),
+                f"{fmt(p.raw.get('sleeps_per_request'), 2)} / {fmt(p.ours.get('sleeps_per_request'), 2)}",
+                fmt(p.ours.get("loop_thread_jobs_per_request"), 2),
+            ])
+        sections.append(
+            "## Remote XComm against raw gRPC, two processes\n\n"
+            "The server in a process of its own (`bench/bench_server.cpp`, started by the benchmark), as users run "
+            "it. Columns as above; CPU is each process's CPU time per request, client and server apart (the "
+            "client's of a raw client → our server pair is the same raw client twice). Sleeps and loop jobs count "
+            "both processes.\n\n"
+            + table(PAIR_HEADER + ["client CPU µs/req raw / ours", "client CPU ratio", "server CPU µs/req raw / ours",
+                                   "server CPU ratio", "sleeps/req raw / ours", "loop-thread jobs/req ours"], rows)
+            + "\n")
+    return "\n".join(sections)
+
+
+PAIR_HEADER = ["benchmark", "p50 µs raw / ours", "p50 ratio", "p99 µs raw / ours", "p99 ratio", "throughput raw / ours",
+               "throughput ratio"]
+
+
+def pair_row(p: Pair) -> list[str]:
+    unit = "msg/s" if "messages" in p.rate_counter else "req/s"
+    return [
+        p.label,
+        f"{fmt(p.raw.get('p50_us'))} / {fmt(p.ours.get('p50_us'))}",
+        fmt_ratio(p.p50_ratio),
+        f"{fmt(p.raw.get('p99_us'))} / {fmt(p.ours.get('p99_us'))}",
+        fmt_ratio(p.p99_ratio),
+        f"{fmt(p.raw.get(p.rate_counter))}{fmt_cv(p.raw, p.rate_counter)} / "
+        f"{fmt(p.ours.get(p.rate_counter))}{fmt_cv(p.ours, p.rate_counter)} {unit}",
+        fmt_ratio(p.throughput_ratio),
+    ]
+
+
+def section_capture(results: list[Result]) -> str:
     rows = []
-    for p in pairs:
-        unit = "msg/s" if "messages" in p.rate_counter else "req/s"
-        rows.append([
-            p.raw.label,
-            f"{fmt(p.raw.get('p50_us'))} / {fmt(p.ours.get('p50_us'))}",
-            fmt_ratio(p.p50_ratio),
-            f"{fmt(p.raw.get('p99_us'))} / {fmt(p.ours.get('p99_us'))}",
-            fmt_ratio(p.p99_ratio),
-            f"{fmt(p.raw.get(p.rate_counter))}{fmt_cv(p.raw, p.rate_counter)} / "
-            f"{fmt(p.ours.get(p.rate_counter))}{fmt_cv(p.ours, p.rate_counter)} {unit}",
-            fmt_ratio(p.throughput_ratio),
-            f"{fmt(p.raw.get('cpu_time') / 1000)} / {fmt(p.ours.get('cpu_time') / 1000)}",
-            fmt_ratio(p.cpu_ratio),
-            f"{fmt(p.raw.get('sleeps_per_request'), 2)} / {fmt(p.ours.get('sleeps_per_request'), 2)}",
-            fmt(p.ours.get("loop_thread_jobs_per_request"), 2),
-        ])
-    return (
-        "## Remote XComm against raw gRPC\n\n"
-        "Each row is a pair of twins from the same run: raw gRPC / Remote XComm. Ratios are Remote XComm ÷ raw "
-        "(latency and CPU: lower is better; throughput: higher is better). CPU is the whole process's CPU time "
-        "per request, client and server together, in µs. Sleeps are voluntary context switches of all the "
-        "process's threads per request: each is a thread that some later message has to wake, the cost the "
-        "hand-off design must not add. Loop jobs count work that reached a Loop's own thread instead of running "
-        "on the gRPC thread that delivered it.\n\n"
-        + table(["benchmark", "p50 µs raw / rx", "p50 ratio", "p99 µs raw / rx", "p99 ratio", "throughput raw / rx",
-                 "throughput ratio", "CPU µs/req raw / rx", "CPU ratio", "sleeps/req raw / rx",
-                 "loop-thread jobs/req rx"], rows)
-        + "\n"
-    )
+    for r in results:
+        if r.family == "BM_PollerCapture":
+            rows.append([r.params.get("loaded_servers", "?"), r.params.get("in_flight", "?"),
+                         r.params.get("task_us", "?"), fmt(r.get("probe_p50_idle_us")), fmt(r.get("probe_p50_us")),
+                         fmt_ratio(r.get("capture_ratio")), fmt(r.get("probe_p99_us")),
+                         fmt(r.get("load_requests_per_second")), f"{r.get('task_bodies_on_loop_thread') * 100:.0f}%",
+                         r.error or ""])
+    if not rows:
+        return ""
+    return ("## Poller capture\n\nTwo `rx::Server`s in one process (`bench_server --server=busy`), each on a Loop "
+            "with an io_context thread of its own; their tasks compute 200 µs without yielding. The benchmark loads "
+            "1 or 2 of them with a raw client (32 in flight each) while a probe sends requests that need no loop "
+            "work (invalid JSON, refused with INVALID_ARGUMENT on the gRPC thread) to the first, one at a time. "
+            "Ratio = probe p50 under load ÷ probe p50 on the idle servers (target ≤ 2× with two loops loaded). "
+            "\"On loop thread\" is the share of task bodies run by a loop's own io_context thread rather than a "
+            "borrowed gRPC thread (`bench/bm_capture.cpp`).\n\n"
+            + table(["loaded servers", "in flight each", "task µs", "probe p50 idle µs", "probe p50 loaded µs",
+                     "ratio", "probe p99 loaded µs", "load req/s", "on loop thread", "error"], rows,
+                    ["r", "r", "r", "r", "r", "r", "r", "r", "r", "l"]) + "\n")
 
 
 def section_network(results: list[Result], pairs: list[Pair]) -> str:
@@ -372,7 +467,7 @@ def section_network(results: list[Result], pairs: list[Pair]) -> str:
         counter = rate_counter_of(r)
         unit = "msg/s" if "messages" in counter else "req/s"
         rows.append([f"{r.label} ({r.variant})", fmt(r.get("p50_us")), fmt(r.get("p99_us")),
-                     f"{fmt(r.get(counter))}{fmt_cv(r, counter)} {unit}", fmt(r.get("cpu_time") / 1000),
+                     f"{fmt(r.get(counter))}{fmt_cv(r, counter)} {unit}", fmt(cpu_us(r)),
                      fmt(r.get("sleeps_per_request"), 2), r.error or ""])
     if not rows:
         return ""
@@ -446,8 +541,15 @@ def section_machine(contexts: list[dict], command: str, revision: str) -> str:
 
 
 def short_label(result: Result) -> str:
-    text = result.label.replace("UnaryRoundTrip ", "unary ").replace("StreamEcho ", "stream ")
+    text = result.label.replace("UnaryRoundTrip ", "unary ").replace("StreamEcho ", "stream\n")
+    text = text.replace("processes=1 ", "1 proc ").replace("processes=2 ", "2 procs ").replace("in_flight=", "×")
     return text.replace(" payload_bytes=", "\n") + " B"
+
+
+def pair_short_label(pair: Pair) -> str:
+    text = pair.raw.label.replace("UnaryRoundTrip ", "").replace(" payload_bytes=", "\n").replace("in_flight=", "×")
+    text = text.replace("processes=1", "1 proc").replace("processes=2", "2 procs")
+    return text + " B\n" + ("server" if pair.ours.variant == "rxcomm_server" else "client+server")
 
 
 def annotate_bars(ax, xs, values, clip: float | None = None) -> None:
@@ -470,7 +572,7 @@ def plot(pairs: list[Pair], results: list[Result], path: Path) -> None:
     codec = [r for r in results if r.family in ("BM_JsonParse", "BM_JsonSerialize", "BM_ProtoEncode",
                                                 "BM_ProtoDecode")]
 
-    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    fig, axes = plt.subplots(2, 3, figsize=(24, 10))
     (ax_ratio, ax_rate, ax_latency), (ax_handoff, ax_density, ax_codec) = axes
 
     # Ratios, clipped so that one wild p99 does not flatten the rest; every bar carries its value.
@@ -490,12 +592,12 @@ def plot(pairs: list[Pair], results: list[Result], path: Path) -> None:
     ax_ratio.axhline(UNARY_THROUGHPUT_TARGET, color="tab:green", linestyle=":", linewidth=1,
                      label="throughput target (≥)")
     ax_ratio.set_ylim(0, clip * 1.1)
-    ax_ratio.set_xticks(xs, [short_label(p.raw) for p in pairs])
+    ax_ratio.set_xticks(xs, [pair_short_label(p) for p in pairs])
     ax_ratio.set_ylabel(f"Remote XComm ÷ raw gRPC (bars clipped at {clip:g}×)")
     ax_ratio.set_title("Ratios to raw gRPC, same run")
     ax_ratio.legend(fontsize=7)
 
-    labels = [short_label(p.raw) for p in pairs] + [short_label(r) for r in streams]
+    labels = [pair_short_label(p) for p in pairs] + [short_label(r) for r in streams]
     raw_rates = [p.raw.get(p.rate_counter) for p in pairs] + [r.get(rate_counter_of(r)) for r in streams]
     our_rates = [p.ours.get(p.rate_counter) for p in pairs] + [float("nan")] * len(streams)
     xs = list(range(len(labels)))
@@ -623,6 +725,7 @@ def main(argv: list[str]) -> int:
         "## Targets and where the time goes\n",
         ANALYSIS_BEGIN + "\n" + analysis + ANALYSIS_END + "\n",
         section_pairs(pairs),
+        section_capture(results),
         section_network(results, pairs),
         section_handoff(results),
         section_codec(results),
@@ -634,7 +737,11 @@ def main(argv: list[str]) -> int:
         "## How the benchmarks work\n\n"
         "- `bench/bm_roundtrip.cpp`: loopback 127.0.0.1, servers and clients built once outside the timed region. "
         "Each completion issues the next request, so N stay in flight; every request of the budget is waited for "
-        "inside the timed region (real time). Twins put the same bytes on the wire and report the same counters.\n"
+        "inside the timed region (real time). Twins put the same bytes on the wire and report the same counters. "
+        "`processes:2` runs the server in a child process (`bench/bench_server.cpp`), started once per server kind "
+        "and stopped at exit; both processes' CPU is counted (the child reports its own `getrusage`).\n"
+        "- `bench/bm_capture.cpp`: poller capture, two busy loops in a server process, a probe that needs no loop "
+        "work.\n"
         "- `bench/bm_handoff.cpp`: `detail::EndpointState` with a fake reply sink; the loop runs on the benchmark "
         "thread.\n"
         "- `bench/bm_codec.cpp`: realistic XCom payloads (annotations, a table of records) of exact JSON sizes.\n"
@@ -642,7 +749,7 @@ def main(argv: list[str]) -> int:
         "- CI runs every benchmark once in a smoke mode (`ctest -L bench_smoke`); that checks they work, "
         "not how fast.\n")
     args.markdown.write_text("\n".join(p for p in parts if p))
-    print(f"wrote {args.markdown} and {args.plot} from {len(results)} benchmarks ({len(pairs)} raw/rxcomm pairs)")
+    print(f"wrote {args.markdown} and {args.plot} from {len(results)} benchmarks ({len(pairs)} pairs of twins)")
     return 0
 
 

@@ -15,6 +15,10 @@ namespace rx::bench {
 
 namespace asio = boost::asio;
 
+namespace {
+thread_local bool running_a_loop_thread = false;
+}  // namespace
+
 asio::awaitable<void> echo_task(rx::Endpoint endpoint) {
   for (;;) {
     auto [get_error, payload] = co_await endpoint.get(asio::as_tuple(asio::use_awaitable));
@@ -28,39 +32,60 @@ asio::awaitable<void> echo_task(rx::Endpoint endpoint) {
   }
 }
 
-RxcommEcho::RxcommEcho() {
-  server_.start();
-  target_ = server_.target();
-  client_work_.emplace(client_context_.get_executor());
+LoopThread::~LoopThread() { join(); }
+
+void LoopThread::join() {
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+void LoopThread::start() {
   // io_context::run(), one handler at a time so that they can be counted.
-  auto run = [this](boost::asio::io_context& context) {
-    while (context.run_one() != 0) {
-      loop_thread_handlers_.fetch_add(1, std::memory_order_relaxed);
+  thread_ = std::thread([this] {
+    running_a_loop_thread = true;
+    while (context_.run_one() != 0) {
+      handlers_.fetch_add(1, std::memory_order_relaxed);
     }
-  };
-  server_thread_ = std::thread(run, std::ref(server_context_));
-  client_thread_ = std::thread(run, std::ref(client_context_));
+    running_a_loop_thread = false;
+  });
 }
 
-RxcommEcho::~RxcommEcho() {
+bool LoopThread::on_a_loop_thread() noexcept { return running_a_loop_thread; }
+
+RxcommEchoServer::RxcommEchoServer() {
+  server_.start();  // holds the io_context's work until shutdown
+  target_ = server_.target();
+  thread_.start();
+}
+
+RxcommEchoServer::~RxcommEchoServer() {
   server_.shutdown();  // releases the server's hold on its io_context once gRPC is done
-  client_work_.reset();
-  server_thread_.join();
-  client_thread_.join();
+  thread_.join();
 }
 
-void RxcommEcho::attach_echo(const TaskInstanceKey& key) {
+void RxcommEchoServer::attach_echo(const TaskInstanceKey& key) {
   if (!server_.attach(key, &echo_task)) {
     throw std::logic_error("endpoint " + to_string(key) + " is already attached");
   }
 }
 
-void issue_rxcomm_unary(RxcommEcho& echo, const TaskInstanceKey& key, const boost::json::object& payload,
-                        ClosedLoop& loop) {
+RxcommEchoClient::RxcommEchoClient() {
+  work_.emplace(thread_.context().get_executor());
+  thread_.start();
+}
+
+RxcommEchoClient::~RxcommEchoClient() {
+  work_.reset();
+  thread_.join();
+}
+
+void issue_rxcomm_unary(rx::Client& client, const std::string& target, const TaskInstanceKey& key,
+                        const boost::json::object& payload, ClosedLoop& loop) {
   const Clock::time_point started = Clock::now();
-  echo.client().send(
-      echo.target(), key, payload, rx::SendOptions{CALL_DEADLINE},
-      [&echo, &key, &payload, &loop, started](const grpc::Status& status, const boost::json::object& reply) {
+  client.send(
+      target, key, payload, rx::SendOptions{CALL_DEADLINE},
+      [&client, &target, &key, &payload, &loop, started](const grpc::Status& status, const boost::json::object& reply) {
         const Clock::time_point finished = Clock::now();
         std::string error;
         if (!status.ok()) {
@@ -69,7 +94,7 @@ void issue_rxcomm_unary(RxcommEcho& echo, const TaskInstanceKey& key, const boos
           error = "the endpoint echoed a reply of the wrong shape";
         }
         if (loop.claim()) {
-          issue_rxcomm_unary(echo, key, payload, loop);
+          issue_rxcomm_unary(client, target, key, payload, loop);
         }
         loop.complete(started, finished, error);
       });

@@ -1,5 +1,6 @@
 // Remote XComm's side of the round trip: a Server whose endpoints echo, and a Client, each on a
-// Loop of its own, as a scheduler process and a worker process would have.
+// Loop of its own, as a scheduler process and a worker process would have. The two halves can
+// live in one process (RxcommEcho) or in two (bench_server hosts an RxcommEchoServer).
 #pragma once
 
 #include "common/closed_loop.hpp"
@@ -26,49 +27,103 @@ namespace rx::bench {
 /// again, for as long as the endpoint lives.
 boost::asio::awaitable<void> echo_task(rx::Endpoint endpoint);
 
-/// A started rx::Server on 127.0.0.1, port 0, and an rx::Client. Each side's io_context runs on
-/// a thread of its own (the application's loop thread); gRPC's threads run loop work when they
-/// find the loop idle, as in production. Build it outside the timed region.
-class RxcommEcho {
+/// An io_context run by a thread of its own (the application's loop thread), counting the
+/// handlers that thread runs. gRPC's threads run loop work themselves when they find the loop
+/// idle; each handler counted here is work that had to wake the loop thread instead (a drain
+/// posted to the io_context because the loop was busy or the work was posted).
+class LoopThread {
  public:
-  RxcommEcho();
-  RxcommEcho(const RxcommEcho&) = delete;
-  RxcommEcho& operator=(const RxcommEcho&) = delete;
-  /// Shuts the server down and joins both loop threads.
-  ~RxcommEcho();
+  LoopThread() = default;
+  LoopThread(const LoopThread&) = delete;
+  LoopThread& operator=(const LoopThread&) = delete;
+  /// Joins the thread if join() has not.
+  ~LoopThread();
+
+  /// Starts the thread; it runs until the io_context runs out of work.
+  void start();
+
+  /// Waits for the thread to run out of work. The owner joins before destroying what the loop's
+  /// work may still touch (a Server, a Client).
+  void join();
+
+  [[nodiscard]] boost::asio::io_context& context() noexcept { return context_; }
+  [[nodiscard]] rx::Loop& loop() noexcept { return loop_; }
+  [[nodiscard]] std::int64_t handlers() const noexcept { return handlers_.load(std::memory_order_relaxed); }
+
+  /// True on this loop thread (while it runs a handler), false on every other thread.
+  [[nodiscard]] static bool on_a_loop_thread() noexcept;
+
+ private:
+  boost::asio::io_context context_;
+  rx::Loop loop_{context_};
+  std::atomic<std::int64_t> handlers_{0};
+  std::thread thread_;
+};
+
+/// A started rx::Server on 127.0.0.1, port 0, on a LoopThread. Build it outside the timed region.
+class RxcommEchoServer {
+ public:
+  RxcommEchoServer();
+  RxcommEchoServer(const RxcommEchoServer&) = delete;
+  RxcommEchoServer& operator=(const RxcommEchoServer&) = delete;
+  /// Shuts the server down and joins its loop thread.
+  ~RxcommEchoServer();
 
   /// Attaches echo_task at `key`. Throws std::logic_error if `key` is taken.
   void attach_echo(const TaskInstanceKey& key);
 
   [[nodiscard]] rx::Server& server() noexcept { return server_; }
-  [[nodiscard]] rx::Client& client() noexcept { return client_; }
   [[nodiscard]] const std::string& target() const noexcept { return target_; }
+  [[nodiscard]] std::int64_t loop_thread_handlers() const noexcept { return thread_.handlers(); }
 
-  /// Handlers the two loop threads have run so far. gRPC's threads run loop work themselves
-  /// when the loop is idle; each handler here is work that had to wake a loop thread instead
-  /// (a drain posted to the io_context because the loop was busy or the work was posted).
+ private:
+  LoopThread thread_;
+  rx::Server server_{thread_.loop()};
+  std::string target_;
+};
+
+/// An rx::Client on a LoopThread, kept running until destroyed.
+class RxcommEchoClient {
+ public:
+  RxcommEchoClient();
+  RxcommEchoClient(const RxcommEchoClient&) = delete;
+  RxcommEchoClient& operator=(const RxcommEchoClient&) = delete;
+  /// Lets the loop thread finish and joins it.
+  ~RxcommEchoClient();
+
+  [[nodiscard]] rx::Client& client() noexcept { return client_; }
+  [[nodiscard]] std::int64_t loop_thread_handlers() const noexcept { return thread_.handlers(); }
+
+ private:
+  LoopThread thread_;
+  rx::Client client_{thread_.loop()};
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+};
+
+/// Both halves in one process: the one-process round trip.
+class RxcommEcho {
+ public:
+  /// Attaches echo_task at `key`. Throws std::logic_error if `key` is taken.
+  void attach_echo(const TaskInstanceKey& key) { server_.attach_echo(key); }
+
+  [[nodiscard]] rx::Server& server() noexcept { return server_.server(); }
+  [[nodiscard]] rx::Client& client() noexcept { return client_.client(); }
+  [[nodiscard]] const std::string& target() const noexcept { return server_.target(); }
+
+  /// Handlers the two loop threads have run so far (see LoopThread).
   [[nodiscard]] std::int64_t loop_thread_handlers() const noexcept {
-    return loop_thread_handlers_.load(std::memory_order_relaxed);
+    return server_.loop_thread_handlers() + client_.loop_thread_handlers();
   }
 
  private:
-  boost::asio::io_context server_context_;
-  boost::asio::io_context client_context_;
-  rx::Loop server_loop_{server_context_};
-  rx::Loop client_loop_{client_context_};
-  rx::Server server_{server_loop_};
-  rx::Client client_{client_loop_};
-  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> client_work_;
-  std::string target_;
-  std::atomic<std::int64_t> loop_thread_handlers_{0};
-  std::thread server_thread_;
-  std::thread client_thread_;
+  RxcommEchoServer server_;
+  RxcommEchoClient client_;
 };
 
-/// Issues one rx::Client::send of `payload` to `key` for a closed loop (see run_closed_loop).
-/// The completion runs on the client's Loop (on the gRPC thread that received the reply when
-/// that loop is idle) and issues the next send to the same key.
-void issue_rxcomm_unary(RxcommEcho& echo, const TaskInstanceKey& key, const boost::json::object& payload,
-                        ClosedLoop& loop);
+/// Issues one rx::Client::send of `payload` to `key` at `target` for a closed loop (see
+/// run_closed_loop). The completion runs on the client's Loop (on the gRPC thread that received
+/// the reply when that loop is idle) and issues the next send to the same key.
+void issue_rxcomm_unary(rx::Client& client, const std::string& target, const TaskInstanceKey& key,
+                        const boost::json::object& payload, ClosedLoop& loop);
 
 }  // namespace rx::bench

@@ -44,8 +44,10 @@ struct ServerOptions {
   std::chrono::milliseconds shutdown_grace{5000};
   /// Called on the loop with an exception that ended a task's invocation and that no caller
   /// learned of: the task threw after its last push, or before get() with no request queued.
-  /// (An exception while a request is held fails that request with INTERNAL instead; one that
-  /// ends a task cancelled by detach or shutdown is how such a task ends, and is not reported.)
+  /// Not reported: an exception while a request is held (that request fails with INTERNAL
+  /// instead); a `system_error` whose code the caller already has as its status
+  /// (errc::request_cancelled, reply_not_json, reply_too_large, endpoint_closed) or that says the
+  /// task was cancelled (operation_aborted); anything after detach or shutdown closed the endpoint.
   /// Without a hook, the exception is rethrown from the `run()` of the loop's io_context, as
   /// Asio does with a handler's exception: catch it there (and run again) to keep serving. An
   /// exception thrown by the hook itself is rethrown there too.

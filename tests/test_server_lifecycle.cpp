@@ -25,6 +25,7 @@
 #include <grpcpp/server_builder.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -201,7 +202,9 @@ class LoopThread {
           context_.run();
           return;
         } catch (const std::exception& error) {
-          errors_.set_value(error.what());
+          if (!has_error_.exchange(true)) {  // the first one is reported; the loop keeps running
+            errors_.set_value(error.what());
+          }
         }
       }
     });
@@ -223,6 +226,7 @@ class LoopThread {
   asio::io_context& context_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::promise<std::string> errors_;
+  std::atomic<bool> has_error_{false};
   std::thread thread_;
 };
 

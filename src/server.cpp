@@ -254,7 +254,19 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     // calls: they must not run on the loop. The thread keeps this service alive, as gRPC requires,
     // even when the Server was destroyed from the loop; it is detached, and touches nothing of
     // the application once it has handed the completions over.
-    std::thread([self = shared_from_this()]() mutable { drain(std::move(self)); }).detach();
+    try {
+      std::thread([self = shared_from_this()]() mutable { drain(std::move(self)); }).detach();
+    } catch (...) {
+      // No thread (resources exhausted): back to serving, so that a later shutdown can try again
+      // and complete the handlers recorded meanwhile; the caller sees the exception.
+      {
+        const std::lock_guard lock(mutex_);
+        phase_ = Phase::serving;
+        deadline_ = std::chrono::steady_clock::time_point::max();
+        stopping_.store(false, std::memory_order_release);
+      }
+      throw;
+    }
   }
 
   // The whole shutdown, on a thread that is not running the loop.

@@ -9,6 +9,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <string>
 #include <utility>
@@ -29,10 +30,29 @@ std::string describe(const std::exception_ptr& error) {
   }
 }
 
+// True for an error from get() or push() that the caller of the request concerned already has
+// as its status (or that only says the task was cancelled): a task letting it escape is the
+// plain way to end, not an error to report.
+bool caller_has_heard(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const boost::system::system_error& e) {
+    const boost::system::error_code code = e.code();
+    return code == asio::error::operation_aborted || code == errc::request_cancelled || code == errc::reply_not_json ||
+           code == errc::reply_too_large || code == errc::endpoint_closed;
+  } catch (...) {
+    return false;
+  }
+}
+
 }  // namespace
 
-EndpointState::EndpointState(LoopExecutor executor, TaskInstanceKey key, Task task)
-    : executor_(std::move(executor)), key_(std::move(key)), task_(std::move(task)) {
+EndpointState::EndpointState(LoopExecutor executor, TaskInstanceKey key, Task task,
+                             std::shared_ptr<const TaskErrorHook> on_task_error)
+    : executor_(std::move(executor)),
+      key_(std::move(key)),
+      task_(std::move(task)),
+      on_task_error_(std::move(on_task_error)) {
   deferred_.invoke = &DeferredCompletion::invoke_deferred;
   deferred_.owner = this;
 }
@@ -286,11 +306,13 @@ void EndpointState::start_invocation() {
 
 void EndpointState::on_invocation_end(const std::exception_ptr& error) {
   invocation_running_ = false;
+  bool caller_told = false;  // whether a caller's status carries `error`
   if (held_) {
     const std::string message = error ? "task of endpoint " + to_string(key_) + " threw: " + describe(error)
                                       : "task of endpoint " + to_string(key_) + " ended without pushing a reply";
     held_->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
     held_.reset();
+    caller_told = true;
   } else if (gets_in_invocation_ == 0 && !closed_) {
     // The task ended without taking a request: fail the oldest so the endpoint always advances.
     QueuedRequest request;
@@ -299,11 +321,33 @@ void EndpointState::on_invocation_end(const std::exception_ptr& error) {
           error ? "task of endpoint " + to_string(key_) + " threw before get(): " + describe(error)
                 : "task of endpoint " + to_string(key_) + " ended without calling get()";
       request.reply->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
+      caller_told = true;
     }
+  }
+  // After close, an exception is how a cancelled task ends (its co_await threw): not an error.
+  if (error && !caller_told && !closed_ && !caller_has_heard(error)) {
+    report_task_error(error);
   }
   if (!closed_ && !queue_.empty()) {
     start_invocation();
   }
+}
+
+void EndpointState::report_task_error(const std::exception_ptr& error) {
+  // Nobody else would hear of it (the last push had gone out): the server's hook, or else the
+  // io_context's run(), as Asio surfaces a handler's exception. Posted, never thrown here: this
+  // may run on a gRPC thread that borrowed the loop.
+  if (on_task_error_ && *on_task_error_) {
+    try {
+      (*on_task_error_)(key_, error);
+      return;
+    } catch (...) {
+      asio::post(executor_.query(asio::execution::context),
+                 [hook_error = std::current_exception()] { std::rethrow_exception(hook_error); });
+      return;
+    }
+  }
+  asio::post(executor_.query(asio::execution::context), [error] { std::rethrow_exception(error); });
 }
 
 void EndpointState::close(const grpc::Status& status) {

@@ -1,4 +1,5 @@
-// The server: gRPC's callback service routing each Send to its endpoint on the loop.
+// The server: gRPC's callback service routing each Send to its endpoint on the loop, and its
+// lifecycle (start, graceful shutdown, destruction from any thread).
 #include <remote_xcomm/server.hpp>
 
 #include "address.hpp"
@@ -7,34 +8,55 @@
 
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
 
+#include <boost/asio/error.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
 
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <future>
+#include <iostream>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace rx {
 namespace detail {
 
-class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
+namespace asio = boost::asio;
+
+class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
+                         public CallObserver,
+                         public std::enable_shared_from_this<ServerImpl> {
  public:
   ServerImpl(Loop* owned_or_null, std::unique_ptr<Loop> owned, ServerOptions options)
       : owned_loop_(std::move(owned)),
         loop_(owned_or_null != nullptr ? owned_or_null : owned_loop_.get()),
         executor_(loop_->get_executor()),
-        options_(std::move(options)) {}
+        options_(std::move(options)) {
+    if (options_.on_task_error) {
+      on_task_error_ = std::make_shared<const EndpointState::TaskErrorHook>(std::move(options_.on_task_error));
+    }
+  }
 
-  ~ServerImpl() override { shutdown(); }
+  // Reached after the shutdown completed (or without a start): gRPC no longer calls this service.
+  ~ServerImpl() override = default;
 
   void start() {
-    if (server_) {
-      throw std::logic_error("rx::Server::start() called twice");
+    const std::lock_guard lock(mutex_);
+    if (phase_ != Phase::created) {
+      throw std::logic_error(phase_ == Phase::serving ? "rx::Server::start() called twice"
+                                                      : "rx::Server::start() called after shutdown");
     }
     grpc::ServerBuilder builder;
     builder.AddListeningPort(host_port(options_.host, options_.port), grpc::InsecureServerCredentials(), &port_);
@@ -46,14 +68,21 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
       server_.reset();
       throw std::runtime_error("rx::Server cannot listen on " + host_port(options_.host, options_.port));
     }
-    work_.emplace(loop_->context().get_executor());  // the loop must run until shutdown() returns
+    work_.emplace(loop_->context().get_executor());  // the loop must run until gRPC has drained
+    phase_ = Phase::serving;
   }
 
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* context, const remote_xcomm::v1::SendRequest* request,
                                  remote_xcomm::v1::SendResponse* response) override {
-    PendingReplyPtr call(new UnarySendCall(context, response, static_cast<std::size_t>(options_.max_message_bytes)));
+    unfinished_calls_.fetch_add(1, std::memory_order_relaxed);
+    PendingReplyPtr call(
+        new UnarySendCall(context, response, static_cast<std::size_t>(options_.max_message_bytes), this));
     // Taken now: once handed to the loop, the call may be finished (and freed) before we return.
     grpc::ServerUnaryReactor* const reactor = static_cast<UnarySendCall&>(*call).reactor();
+    if (stopping_.load(std::memory_order_acquire)) {
+      call->fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+      return reactor;
+    }
     boost::json::object payload;
     std::string error;
     // Parsed here, on the gRPC thread, so that bad input is refused without touching the loop.
@@ -67,12 +96,23 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
     return reactor;
   }
 
+  void on_call_finished() noexcept override {
+    if (unfinished_calls_.fetch_sub(1, std::memory_order_acq_rel) == 1 && stopping_.load(std::memory_order_acquire)) {
+      // Through the mutex, so the draining thread cannot miss it between its check and its wait.
+      const std::lock_guard lock(mutex_);
+      changed_.notify_all();
+    }
+  }
+
   bool attach(TaskInstanceKey key, Server::Task task) {
+    if (stopping_.load(std::memory_order_acquire)) {
+      return false;
+    }
     return on_loop([&] {
-      if (closing_ || endpoints_.contains(key.view())) {
+      if (closed_ || endpoints_.contains(key.view())) {
         return false;
       }
-      auto state = std::make_shared<EndpointState>(executor_, std::move(key), std::move(task));
+      auto state = std::make_shared<EndpointState>(executor_, std::move(key), std::move(task), on_task_error_);
       const TaskInstanceKeyView view = state->key().view();  // the map borrows the endpoint's own key
       endpoints_.emplace(view, std::move(state));
       return true;
@@ -95,27 +135,61 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
     return on_loop([&] { return endpoints_.size(); });
   }
 
+  // ---- shutdown ------------------------------------------------------------------------------
+
+  // The blocking form: at once; from the loop, in the background.
   void shutdown() {
-    if (!server_ || shut_down_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (executor_.running_in_this_thread()) {
+      if (request_shutdown(now, std::nullopt)) {
+        drain_in_background();
+      }
       return;
     }
-    if (executor_.running_in_this_thread()) {
-      throw std::logic_error("rx::Server::shutdown() must not be called from a thread running the loop");
+    if (request_shutdown(now, std::nullopt)) {
+      drain(shared_from_this());
+      return;
     }
-    shut_down_ = true;
-    on_loop([&] {
-      closing_ = true;
-      const grpc::Status status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
-      for (auto& [key, endpoint] : endpoints_) {
-        endpoint->close(status);
-      }
-      endpoints_.clear();
-      return true;
-    });
-    // Calls that arrive meanwhile are refused on the loop (closing_), by whichever thread runs it.
-    server_->Shutdown(std::chrono::system_clock::now() + options_.shutdown_grace);
-    server_->Wait();
-    work_.reset();
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return phase_ == Phase::stopped; });
+  }
+
+  void shutdown_async(std::chrono::steady_clock::time_point deadline, ShutdownHandler handler) {
+    Waiter waiter;
+    // The completion runs on the handler's executor, by default the server's loop; tracked, so
+    // that executor's context keeps running until the handler has run.
+    waiter.work =
+        asio::prefer(asio::get_associated_executor(handler, executor_), asio::execution::outstanding_work.tracked);
+    auto slot = handler.get_cancellation_slot();
+    if (slot.is_connected()) {
+      slot.assign([weak = weak_from_this()](asio::cancellation_type type) {
+        if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial)) ==
+            asio::cancellation_type::none) {
+          return;
+        }
+        if (const auto self = weak.lock()) {
+          self->skip_grace();
+        }
+      });
+    }
+    waiter.handler.swap(handler);  // never move-assign any_completion_handler (asio#1180)
+    if (request_shutdown(deadline, std::move(waiter))) {
+      drain_in_background();
+    }
+  }
+
+  // The destructor of Server: never throws, never blocks on the loop from the loop.
+  void shutdown_on_destruction() noexcept {
+    try {
+      shutdown();
+    } catch (const std::exception& error) {
+      // Only starting the draining thread can fail (out of threads or memory). Keep the service
+      // alive for gRPC rather than free it under a running grpc::Server.
+      std::cerr << "rx::Server: could not shut down (" << error.what() << "); leaking the server\n";
+      leak_ = shared_from_this();
+    } catch (...) {
+      leak_ = shared_from_this();
+    }
   }
 
   [[nodiscard]] std::uint16_t port() const noexcept { return static_cast<std::uint16_t>(port_); }
@@ -123,8 +197,155 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
   [[nodiscard]] const LoopExecutor& executor() const noexcept { return executor_; }
 
  private:
+  enum class Phase { created, serving, draining, stopped };
+
+  struct Waiter {
+    ShutdownHandler handler;
+    asio::any_completion_executor work;
+  };
+
+  // Records a shutdown request. Returns true when the caller must drain (it started the
+  // shutdown); otherwise a shutdown is under way (the request joined it) or already over.
+  bool request_shutdown(std::chrono::steady_clock::time_point deadline, std::optional<Waiter> waiter) {
+    std::vector<Waiter> complete_now;
+    bool must_drain = false;
+    {
+      const std::lock_guard lock(mutex_);
+      switch (phase_) {
+        case Phase::created:  // nothing listens: nothing to drain
+          phase_ = Phase::stopped;
+          stopping_.store(true, std::memory_order_release);
+          [[fallthrough]];
+        case Phase::stopped:
+          if (waiter) {
+            complete_now.push_back(std::move(*waiter));
+          }
+          break;
+        case Phase::serving:
+          phase_ = Phase::draining;
+          deadline_ = deadline;
+          // New calls are refused from here on, on gRPC's thread; the loop is not needed for that.
+          stopping_.store(true, std::memory_order_release);
+          must_drain = true;
+          [[fallthrough]];
+        case Phase::draining:
+          deadline_ = std::min(deadline_, deadline);
+          if (waiter) {
+            waiters_.push_back(std::move(*waiter));
+          }
+          changed_.notify_all();
+          break;
+      }
+    }
+    complete(std::move(complete_now), {});
+    return must_drain;
+  }
+
+  void skip_grace() {
+    const std::lock_guard lock(mutex_);
+    if (phase_ == Phase::draining) {
+      grace_skipped_ = true;
+      changed_.notify_all();
+    }
+  }
+
+  void drain_in_background() {
+    // gRPC's Shutdown() and Wait() block until every call is finished, and only the loop finishes
+    // calls: they must not run on the loop. The thread keeps this service alive, as gRPC requires,
+    // even when the Server was destroyed from the loop; it is detached, and touches nothing of
+    // the application once it has handed the completions over.
+    try {
+      std::thread([self = shared_from_this()]() mutable { drain(std::move(self)); }).detach();
+    } catch (...) {
+      // No thread (resources exhausted): back to serving, so that a later shutdown can try again
+      // and complete the handlers recorded meanwhile; the caller sees the exception.
+      {
+        const std::lock_guard lock(mutex_);
+        phase_ = Phase::serving;
+        deadline_ = std::chrono::steady_clock::time_point::max();
+        stopping_.store(false, std::memory_order_release);
+      }
+      throw;
+    }
+  }
+
+  // The whole shutdown, on a thread that is not running the loop.
+  static void drain(std::shared_ptr<ServerImpl> self) {
+    {
+      std::unique_lock lock(self->mutex_);
+      // Held and queued requests finish, or the deadline passes, or cancellation cuts it short.
+      // Every unfinished call is counted, those still on their way to the loop included.
+      while (self->unfinished_calls_.load(std::memory_order_acquire) != 0 && !self->grace_skipped_ &&
+             std::chrono::steady_clock::now() < self->deadline_) {
+        self->changed_.wait_until(lock, self->deadline_);
+      }
+    }
+    // Runs on this thread when the loop is free, so this works with nobody running the
+    // io_context; waited for so that shutdown() returns with every endpoint gone.
+    std::promise<void> closed;
+    auto closed_future = closed.get_future();
+    detail::run_for_waiting_caller(self->executor_, [self, &closed] {
+      self->close_endpoints();
+      closed.set_value();
+    });
+    closed_future.wait();
+    // Every request now has its status (or is being given it on the loop); gRPC delivers them.
+    self->server_->Shutdown(std::chrono::system_clock::now() + self->options_.shutdown_grace);
+    self->server_->Wait();
+    self->server_.reset();
+
+    // The io_context may stop once this work is gone; each completion holds work of its own.
+    // Released before `stopped` is published: a blocking shutdown() then returns, and its caller
+    // may destroy the io_context at once.
+    self->work_.reset();
+    std::vector<Waiter> waiters;
+    bool aborted = false;
+    {
+      const std::lock_guard lock(self->mutex_);
+      self->phase_ = Phase::stopped;
+      waiters.swap(self->waiters_);
+      aborted = self->grace_skipped_;
+      self->changed_.notify_all();
+    }
+    // Released before the handlers run: one may end the application (the io_context, the
+    // Server), and the service may be destroyed here only while its io_context surely lives.
+    self.reset();
+    complete(std::move(waiters), aborted ? asio::error::operation_aborted : boost::system::error_code{});
+  }
+
+  static void complete(std::vector<Waiter> waiters, boost::system::error_code error) {
+    for (Waiter& waiter : waiters) {
+      // Run through an untracked copy; the tracked one travels with the handler and is released
+      // just before it runs, so nothing touches the handler's context after it ran, even when
+      // it runs inline on this thread.
+      const asio::any_completion_executor executor =
+          asio::prefer(waiter.work, asio::execution::outstanding_work.untracked);
+      executor.execute([handler = std::move(waiter.handler), work = std::move(waiter.work), error]() mutable {
+        handler.get_cancellation_slot().clear();
+        ShutdownHandler run;
+        run.swap(handler);
+        work = asio::any_completion_executor();
+        std::move(run)(error);
+      });
+    }
+  }
+
+  void close_endpoints() {
+    if (closed_) {
+      return;
+    }
+    closed_ = true;
+    const grpc::Status status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
+    // Moved out first: closing runs task code (cancellation), which may call back into the server.
+    auto endpoints = std::move(endpoints_);
+    endpoints_.clear();
+    for (auto& [key, endpoint] : endpoints) {
+      endpoint->close(status);
+    }
+  }
+
   void route(TaskInstanceKeyView key, PendingReplyPtr reply, boost::json::object payload) {
-    if (closing_) {
+    if (closed_) {
       reply->fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
       return;
     }
@@ -158,26 +379,44 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService {
   Loop* loop_;
   LoopExecutor executor_;
   ServerOptions options_;
-  std::unique_ptr<grpc::Server> server_;
-  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  std::shared_ptr<const EndpointState::TaskErrorHook> on_task_error_;
   int port_ = 0;
-  bool shut_down_ = false;
+
+  // Lifecycle, under mutex_ (stopping_ and unfinished_calls_ are also read without it).
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  Phase phase_ = Phase::created;
+  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
+  bool grace_skipped_ = false;
+  std::vector<Waiter> waiters_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::size_t> unfinished_calls_{0};
+  // Set by start(); used by the draining thread only once phase_ left serving.
+  std::unique_ptr<grpc::Server> server_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::shared_ptr<ServerImpl> leak_;  // only if a shutdown could not be started
+
   // Loop state.
   // Keyed by views of each endpoint's own key: a key's strings are stored once.
   std::unordered_map<TaskInstanceKeyView, std::shared_ptr<EndpointState>, TaskInstanceKeyHash, TaskInstanceKeyEqual>
       endpoints_;
-  bool closing_ = false;
+  bool closed_ = false;
 };
+
+void initiate_shutdown(const std::shared_ptr<ServerImpl>& impl, std::chrono::steady_clock::time_point deadline,
+                       ShutdownHandler handler) {
+  impl->shutdown_async(deadline, std::move(handler));
+}
 
 }  // namespace detail
 
 Server::Server(Loop& loop, ServerOptions options)
-    : impl_(std::make_unique<detail::ServerImpl>(&loop, nullptr, std::move(options))) {}
+    : impl_(std::make_shared<detail::ServerImpl>(&loop, nullptr, std::move(options))) {}
 
 Server::Server(boost::asio::io_context& context, ServerOptions options)
-    : impl_(std::make_unique<detail::ServerImpl>(nullptr, std::make_unique<Loop>(context), std::move(options))) {}
+    : impl_(std::make_shared<detail::ServerImpl>(nullptr, std::make_unique<Loop>(context), std::move(options))) {}
 
-Server::~Server() = default;
+Server::~Server() { impl_->shutdown_on_destruction(); }
 
 void Server::start() { impl_->start(); }
 std::uint16_t Server::port() const noexcept { return impl_->port(); }

@@ -6,19 +6,28 @@
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
 
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/system/error_code.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace rx {
 
 namespace detail {
 class ServerImpl;
-}
+using ShutdownHandler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
+void initiate_shutdown(const std::shared_ptr<ServerImpl>& impl, std::chrono::steady_clock::time_point deadline,
+                       ShutdownHandler handler);
+}  // namespace detail
 
 /// How a Server listens and what it accepts.
 struct ServerOptions {
@@ -30,8 +39,19 @@ struct ServerOptions {
   int max_message_bytes = 4 * 1024 * 1024;
   /// Deepest nesting of a payload's arrays and objects; deeper fails with INVALID_ARGUMENT.
   std::size_t max_json_depth = 64;
-  /// How long shutdown() lets calls already answered drain before cancelling the rest.
+  /// Once every request of a shutting-down server has its status, how long gRPC may take to
+  /// deliver the last replies before it cancels what is still on the wire.
   std::chrono::milliseconds shutdown_grace{5000};
+  /// Called on the loop with an exception that ended a task's invocation and that no caller
+  /// learned of: the task threw after its last push, or before get() with no request queued.
+  /// Not reported: an exception while a request is held (that request fails with INTERNAL
+  /// instead); a `system_error` whose code the caller already has as its status
+  /// (errc::request_cancelled, reply_not_json, reply_too_large, endpoint_closed) or that says the
+  /// task was cancelled (operation_aborted); anything after detach or shutdown closed the endpoint.
+  /// Without a hook, the exception is rethrown from the `run()` of the loop's io_context, as
+  /// Asio does with a handler's exception: catch it there (and run again) to keep serving. An
+  /// exception thrown by the hook itself is rethrown there too.
+  std::function<void(const TaskInstanceKey&, std::exception_ptr)> on_task_error;
 };
 
 /// Hosts endpoints, each addressed by a TaskInstanceKey, behind the `remote_xcomm.v1.RemoteXComm`
@@ -42,8 +62,16 @@ struct ServerOptions {
 /// the Loop only. Each endpoint runs its task — a coroutine taking an rx::Endpoint — whenever a
 /// request waits and the task is idle (docs/endpoints.md).
 ///
-/// Thread safety: every member may be called from any thread, except that shutdown() (and so the
-/// destructor of a started server) must not be called from a thread running the loop.
+/// Shutdown (docs/endpoints.md, "Shutdown"): the server stops accepting (new requests get
+/// UNAVAILABLE "server is shutting down"), lets held and queued requests finish until a
+/// deadline, then closes every endpoint (what is left fails with UNAVAILABLE, tasks are
+/// cancelled) and lets gRPC drain. gRPC's drain waits for calls that only the loop finishes, so
+/// it runs on a thread of its own, never on the loop; a started server holds work on its
+/// io_context until gRPC has drained, so `io_context::run()` returns only after that. Keep the
+/// io_context running (and alive) until a started server's shutdown has completed.
+///
+/// Thread safety: every member may be called from any thread, the loop included, and
+/// concurrently; shutdown is idempotent.
 class Server {
  public:
   using executor_type = LoopExecutor;
@@ -55,10 +83,19 @@ class Server {
   explicit Server(boost::asio::io_context& context, ServerOptions options = {});
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
-  /// Shuts down if still serving.
+  /// Never throws, on any thread. A server still serving is shut down at once (deadline now):
+  /// queued and held requests fail with UNAVAILABLE and tasks are cancelled. On a thread that is
+  /// not running the loop, this blocks like shutdown(). On a thread running the loop (the last
+  /// `shared_ptr<Server>` dropped by a task), it cannot wait: it starts the shutdown, which
+  /// finishes in the background on a thread of its own once the loop has run its part, and
+  /// returns; nothing touches the destroyed Server afterwards. A server destroyed while its
+  /// io_context is not being run still shuts down: the endpoints close inline when the loop is
+  /// idle, and gRPC's drain, needing nothing else from the loop, completes; the work guard it
+  /// held is released then.
   ~Server();
 
-  /// Binds and starts serving. Throws std::runtime_error if the address cannot be bound.
+  /// Binds and starts serving. Throws std::runtime_error if the address cannot be bound, and
+  /// std::logic_error if called twice or after shutdown began.
   void start();
 
   /// The bound port (after start()).
@@ -66,8 +103,8 @@ class Server {
   /// "host:port" (IPv6 hosts in brackets), usable as a client target (after start()).
   [[nodiscard]] std::string target() const;
 
-  /// Hosts `task` at `key`. Returns false, changing nothing, if `key` is already attached.
-  /// Requests may arrive as soon as this returns.
+  /// Hosts `task` at `key`. Returns false, changing nothing, if `key` is already attached or the
+  /// server is shutting down. Requests may arrive as soon as this returns.
   [[nodiscard]] bool attach(TaskInstanceKey key, Task task);
   /// Stops hosting `key`: its queued and held requests fail with UNAVAILABLE and its running
   /// task is cancelled. Returns false if nothing was attached there.
@@ -75,14 +112,59 @@ class Server {
   /// Number of attached endpoints.
   [[nodiscard]] std::size_t endpoint_count() const;
 
-  /// Stops serving: every queued or held request fails with UNAVAILABLE, running tasks are
-  /// cancelled, and gRPC drains. Blocks until gRPC has finished every call; idempotent.
+  /// Shuts down at once: stops accepting, fails every queued or held request with UNAVAILABLE,
+  /// cancels running tasks, and blocks until gRPC has finished every call. Idempotent; safe to
+  /// call from several threads (each returns once the shutdown has completed). It needs no
+  /// thread to run the io_context: loop work runs on the caller's thread when the loop is idle.
+  ///
+  /// On a thread running the loop it cannot block (only the loop finishes calls): it starts
+  /// the same shutdown and returns at once, without throwing; the calls get their statuses once
+  /// the current loop work returns. Use the asynchronous form there to learn when it is done.
   void shutdown();
+
+  /// Shuts down gracefully: stops accepting (new requests get UNAVAILABLE), lets held and queued
+  /// requests finish until `deadline`, then closes every endpoint (what is left fails with
+  /// UNAVAILABLE "server is shutting down", waiting get()s end with errc::endpoint_closed, tasks
+  /// are cancelled), and completes once gRPC has finished every call. It finishes early when
+  /// every request has its status before the deadline. Callable from any thread, the loop
+  /// included; if a shutdown is already under way, this one joins it (an earlier deadline
+  /// wins); once shut down, it completes at once. A server never started completes at once.
+  ///
+  /// Completion signature: `void(boost::system::error_code)`: success, or
+  /// `asio::error::operation_aborted` when a shutdown operation on this server was cancelled
+  /// (the server is shut down all the same). The handler runs on its associated executor,
+  /// by default this server's executor. With the default token (`asio::deferred`), nothing
+  /// happens until the returned operation is awaited or invoked.
+  ///
+  /// Per-Operation Cancellation: terminal and partial. Cancelling skips the rest of the grace
+  /// period: the remaining requests are cancelled at once (UNAVAILABLE) and the operation
+  /// completes, with `operation_aborted`, once gRPC has drained. It never leaves the server
+  /// half shut down.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto shutdown(std::chrono::steady_clock::time_point deadline, CompletionToken&& token = CompletionToken()) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+        [impl = impl_](detail::ShutdownHandler handler, std::chrono::steady_clock::time_point at) {
+          detail::initiate_shutdown(impl, at, std::move(handler));
+        },
+        token, deadline);
+  }
+
+  /// As above, with the deadline `grace` after the operation is initiated.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto shutdown(std::chrono::steady_clock::duration grace, CompletionToken&& token = CompletionToken()) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+        [impl = impl_](detail::ShutdownHandler handler, std::chrono::steady_clock::duration after) {
+          detail::initiate_shutdown(impl, std::chrono::steady_clock::now() + after, std::move(handler));
+        },
+        token, grace);
+  }
 
   [[nodiscard]] executor_type get_executor() const noexcept;
 
  private:
-  std::unique_ptr<detail::ServerImpl> impl_;
+  // Shared with a shutdown under way, which outlives the Server when it was destroyed from the
+  // loop: the gRPC service object must outlive the grpc::Server that calls it.
+  std::shared_ptr<detail::ServerImpl> impl_;
 };
 
 }  // namespace rx

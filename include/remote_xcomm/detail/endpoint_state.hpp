@@ -55,9 +55,14 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   using GetHandler = boost::asio::any_completion_handler<void(boost::system::error_code, boost::json::object)>;
   using PushHandler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
   using Task = std::function<boost::asio::awaitable<void>(Endpoint)>;
+  /// Told, on the loop, of an exception that ended an invocation and that no caller learned of
+  /// (rx::ServerOptions::on_task_error). Shared by every endpoint of a server.
+  using TaskErrorHook = std::function<void(const TaskInstanceKey&, std::exception_ptr)>;
 
   /// A state without a task serves whoever calls get/push (tests, benchmarks, custom runners).
-  EndpointState(LoopExecutor executor, TaskInstanceKey key, Task task = {});
+  /// Without `on_task_error`, such exceptions are rethrown from the io_context's run().
+  EndpointState(LoopExecutor executor, TaskInstanceKey key, Task task = {},
+                std::shared_ptr<const TaskErrorHook> on_task_error = {});
   EndpointState(const EndpointState&) = delete;
   EndpointState& operator=(const EndpointState&) = delete;
   ~EndpointState();
@@ -110,12 +115,14 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
 
   void start_invocation();
   void on_invocation_end(const std::exception_ptr& error);
+  void report_task_error(const std::exception_ptr& error);
   void hand_to_waiter(PendingReplyPtr&& reply, boost::json::object&& payload);
   bool pop_live(QueuedRequest& out);
 
   LoopExecutor executor_;
   TaskInstanceKey key_;
   Task task_;
+  std::shared_ptr<const TaskErrorHook> on_task_error_;  // null: rethrown from io_context::run()
   // devector allocates nothing while empty: an idle endpoint costs no queue memory.
   boost::container::devector<QueuedRequest> queue_;
   PendingReplyPtr held_;

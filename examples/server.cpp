@@ -8,12 +8,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/json/serialize.hpp>
 #include <boost/uuid/random_generator.hpp>
 #include <boost/uuid/uuid_io.hpp>
 
 #include <chrono>
-#include <iostream>
 #include <string>
 
 namespace asio = boost::asio;
@@ -25,8 +23,9 @@ struct DummyTaskInstance {
   int map_index = -1;
 
   asio::awaitable<void> run_raw_task(rx::Endpoint rx) {
-    boost::json::object payloads = co_await rx.get();
-    std::cout << "task got payloads: " << boost::json::serialize(payloads) << std::endl;
+    const boost::json::object payloads = co_await rx.get();  // the scheduler's annotations and xcoms
+    // No printing here: a task runs on the loop, often on one of gRPC's threads, and writing to a
+    // terminal or pipe can block it. Log through something asynchronous if you must.
 
     // "Work" briefly: a timer suspends this coroutine and leaves the loop free for other requests.
     asio::steady_timer work(co_await asio::this_coro::executor, std::chrono::milliseconds(20));

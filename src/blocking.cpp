@@ -8,11 +8,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_future.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <csignal>
 #include <future>
 #include <iostream>
 #include <thread>
+#include <utility>
 
 namespace rx {
 
@@ -31,10 +33,16 @@ TaskInstanceKey key_from_annotations(const boost::json::object& payloads) {
   };
   TaskInstanceKey key{text("dag_id"), text("task_id"), text("run_id"), -1};
   if (const auto* index = payloads.if_contains("map_index"); index != nullptr && !index->is_null()) {
-    if (!index->is_int64()) {
-      throw std::invalid_argument("payload annotation \"map_index\" must be an integer");
+    // Checked, never narrowed: a wrapped index (4294967295 -> -1) would address another task instance.
+    if (index->is_int64() && std::in_range<int>(index->get_int64())) {
+      key.map_index = static_cast<int>(index->get_int64());
+    } else if (index->is_int64() || index->is_uint64()) {
+      throw std::invalid_argument("payload annotation \"map_index\" is out of range: " +
+                                  boost::json::serialize(*index) + " (it must fit in a 32-bit int)");
+    } else {
+      throw std::invalid_argument("payload annotation \"map_index\" must be an integer, got " +
+                                  boost::json::serialize(*index));
     }
-    key.map_index = static_cast<int>(index->get_int64());
   }
   return key;
 }

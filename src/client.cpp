@@ -5,16 +5,20 @@
 
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
 
+#include <boost/asio/any_completion_executor.hpp>
 #include <boost/asio/associated_executor.hpp>
-#include <boost/asio/dispatch.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/prefer.hpp>
 
+#include <grpc/grpc.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include <atomic>
+#include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -26,18 +30,59 @@ using Stub = remote_xcomm::v1::RemoteXComm::Stub;
 
 // Everything one call needs until its reply has been handed to the caller.
 struct SendCall {
-  SendCall(Client::SendHandler h, const LoopExecutor& fallback)
-      : handler(std::move(h)),
-        work(asio::prefer(asio::get_associated_executor(handler, fallback),
-                          asio::execution::outstanding_work.tracked)) {}
+  SendCall(Client::SendHandler h, const LoopExecutor* loop, std::size_t depth)
+      : handler(std::move(h)), max_depth(depth) {
+    // Keeps the caller's executor (and so its io_context) from running out of work while the
+    // reply is on its way. Released only after the handler has run, as an io_context counts a
+    // handler as work until it returns.
+    if (loop != nullptr) {
+      loop_work.emplace(asio::prefer(*loop, asio::execution::outstanding_work.tracked));
+    } else {
+      other_work = asio::prefer(asio::get_associated_executor(handler), asio::execution::outstanding_work.tracked);
+    }
+  }
 
   grpc::ClientContext context;
   remote_xcomm::v1::SendRequest request;
   remote_xcomm::v1::SendResponse response;
   Client::SendHandler handler;
-  // Keeps the caller's executor (and so the loop's io_context) from running out of work while
-  // the reply is on its way.
-  asio::any_completion_executor work;
+  std::size_t max_depth;
+  // Exactly one of the two is set: the handler's executor when it is a Loop's, else any other.
+  std::optional<LoopExecutor> loop_work;
+  asio::any_completion_executor other_work;
+};
+
+// The completion of one call, run on the caller's executor. Owns everything it uses: the call,
+// the outcome and the tracked work, so the thread that hands it off touches nothing afterwards.
+class SendCompletion {
+ public:
+  SendCompletion(std::unique_ptr<SendCall> call, grpc::Status status, boost::json::object reply) noexcept
+      : call_(std::move(call)), status_(std::move(status)), reply_(std::move(reply)) {}
+  SendCompletion(SendCompletion&&) noexcept = default;
+  SendCompletion& operator=(SendCompletion&&) = delete;
+  SendCompletion(const SendCompletion&) = delete;
+  SendCompletion& operator=(const SendCompletion&) = delete;
+  ~SendCompletion() = default;
+
+  void operator()() {
+    Client::SendHandler handler;
+    handler.swap(call_->handler);  // swap, not move-assign: chriskohlhoff/asio#1180
+    // The slot's handler points into the call; it may only be cleared here, on the handler's executor.
+    if (handler.get_cancellation_slot().is_connected()) {
+      handler.get_cancellation_slot().clear();
+    }
+    // The work outlives the handler's run (see SendCall); the call itself goes first.
+    std::optional<LoopExecutor> loop_work = std::move(call_->loop_work);
+    asio::any_completion_executor other_work = std::move(call_->other_work);
+    call_.reset();
+    std::move(handler)(std::move(status_), std::move(reply_));
+    // loop_work / other_work are released here, still inside the executor's run of this job.
+  }
+
+ private:
+  std::unique_ptr<SendCall> call_;
+  grpc::Status status_;
+  boost::json::object reply_;
 };
 
 class ClientImpl {
@@ -45,20 +90,26 @@ class ClientImpl {
   ClientImpl(Loop* loop, std::unique_ptr<Loop> owned, ClientOptions options)
       : owned_loop_(std::move(owned)),
         executor_((loop != nullptr ? loop : owned_loop_.get())->get_executor()),
-        options_(options) {}
+        options_(std::move(options)) {}
 
   void start_send(std::string_view target, const TaskInstanceKey& key, const boost::json::object& payload,
-                  SendOptions options, Client::SendHandler handler) {
-    auto* call = new SendCall(std::move(handler), executor_);
+                  const SendOptions& options, const LoopExecutor* loop, Client::SendHandler handler) {
+    auto* call = new SendCall(std::move(handler), loop, options_.max_json_depth);
     to_proto(key, *call->request.mutable_key());
     call->request.set_payload_json(serialize_json(payload));
-    call->context.set_deadline(std::chrono::system_clock::now() + options.timeout);
+    if (options.timeout) {
+      call->context.set_deadline(std::chrono::system_clock::now() + *options.timeout);
+    }
+    if (options.wait_for_ready) {
+      call->context.set_wait_for_ready(true);
+    }
 
     auto slot = call->handler.get_cancellation_slot();
     if (slot.is_connected()) {
       // Emitted on the caller's executor; the call lives until its completion has cleared the slot there.
       slot.assign([context = &call->context](asio::cancellation_type /*type*/) { context->TryCancel(); });
     }
+    // The callback uses nothing of the Client: a Client destroyed with calls in flight is fine.
     stub_for(target).async()->Send(&call->context, &call->request, &call->response,
                                    [call](grpc::Status status) { complete(call, std::move(status)); });
   }
@@ -67,37 +118,78 @@ class ClientImpl {
 
  private:
   // Runs on a gRPC thread. Decodes the reply there, off the loop, then hands it to the caller.
-  static void complete(SendCall* call, grpc::Status status) {
+  static void complete(SendCall* raw_call, grpc::Status status) {
+    std::unique_ptr<SendCall> call(raw_call);
     boost::json::object reply;
     if (status.ok()) {
-      std::string error;
-      if (!parse_json_object(call->response.reply_json(), std::numeric_limits<std::size_t>::max(), reply, error)) {
-        status = grpc::Status(grpc::StatusCode::INTERNAL, "server sent a reply that is not a JSON object: " + error);
-      }
+      decode_reply(*call, status, reply);
     }
-    asio::any_completion_executor executor = call->work;
-    asio::dispatch(executor, [call, status = std::move(status), reply = std::move(reply)]() mutable {
-      Client::SendHandler handler;
-      handler.swap(call->handler);
-      if (handler.get_cancellation_slot().is_connected()) {
-        handler.get_cancellation_slot().clear();
-      }
-      delete call;
-      std::move(handler)(std::move(status), std::move(reply));
-    });
+    // The completion owns the call; these references into it stay valid until it has run, and
+    // neither the hand-off nor execute() reads them after running it. Nothing here is touched
+    // once the completion may have run user code: no executor copy lives in this frame.
+    if (call->loop_work) {
+      const LoopExecutor& loop = *call->loop_work;
+      hand_off(loop, SendCompletion(std::move(call), std::move(status), std::move(reply)));
+    } else {
+      const asio::any_completion_executor& executor = call->other_work;
+      executor.execute(SendCompletion(std::move(call), std::move(status), std::move(reply)));
+    }
   }
 
+  static void decode_reply(const SendCall& call, grpc::Status& status, boost::json::object& reply) {
+    std::string error;
+    bool too_deep = false;
+    if (!parse_json_object(call.response.reply_json(), call.max_depth, reply, error, &too_deep)) {
+      status = too_deep ? grpc::Status(grpc::StatusCode::INTERNAL, "server sent a reply nested deeper than " +
+                                                                       std::to_string(call.max_depth) +
+                                                                       " levels (ClientOptions::max_json_depth)")
+                        : grpc::Status(grpc::StatusCode::INTERNAL,
+                                       "server sent a reply that is not a JSON object: " + error);
+    }
+  }
+
+  struct Channel {
+    std::string target;
+    std::unique_ptr<Stub> stub;
+  };
+
+  // Lock-free for a send to the same target as the last new channel's or the last lookup's (one
+  // server per Client is the common case); other targets take the mutex.
   Stub& stub_for(std::string_view target) {
+    if (const Channel* last = last_.load(std::memory_order_acquire); last != nullptr && last->target == target) {
+      return *last->stub;
+    }
     const std::lock_guard lock(stubs_mutex_);
     auto it = stubs_.find(target);
     if (it == stubs_.end()) {
-      grpc::ChannelArguments arguments;
-      arguments.SetMaxReceiveMessageSize(options_.max_message_bytes);
-      arguments.SetMaxSendMessageSize(options_.max_message_bytes);
-      auto channel = grpc::CreateCustomChannel(std::string(target), grpc::InsecureChannelCredentials(), arguments);
-      it = stubs_.emplace(std::string(target), remote_xcomm::v1::RemoteXComm::NewStub(channel)).first;
+      auto channel = std::make_unique<Channel>(Channel{std::string(target), nullptr});
+      channel->stub = remote_xcomm::v1::RemoteXComm::NewStub(
+          grpc::CreateCustomChannel(channel->target, grpc::InsecureChannelCredentials(), channel_arguments()));
+      it = stubs_.emplace(channel->target, std::move(channel)).first;
     }
-    return *it->second;
+    last_.store(it->second.get(), std::memory_order_release);
+    return *it->second->stub;
+  }
+
+  // The user's channel arguments, plus the message limits unless the user set them.
+  [[nodiscard]] grpc::ChannelArguments channel_arguments() const {
+    grpc::ChannelArguments arguments = options_.channel_arguments;
+    const grpc_channel_args given = options_.channel_arguments.c_channel_args();
+    auto has = [&given](const char* key) {
+      for (std::size_t i = 0; i < given.num_args; ++i) {
+        if (std::strcmp(given.args[i].key, key) == 0) {
+          return true;
+        }
+      }
+      return false;
+    };
+    if (!has(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH)) {
+      arguments.SetMaxReceiveMessageSize(options_.max_message_bytes);
+    }
+    if (!has(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH)) {
+      arguments.SetMaxSendMessageSize(options_.max_message_bytes);
+    }
+    return arguments;
   }
 
   struct StringHash {
@@ -108,25 +200,27 @@ class ClientImpl {
   std::unique_ptr<Loop> owned_loop_;
   LoopExecutor executor_;
   ClientOptions options_;
+  std::atomic<const Channel*> last_{nullptr};
   std::mutex stubs_mutex_;
-  std::unordered_map<std::string, std::unique_ptr<Stub>, StringHash, std::equal_to<>> stubs_;
+  std::unordered_map<std::string, std::unique_ptr<Channel>, StringHash, std::equal_to<>> stubs_;
 };
 
 }  // namespace detail
 
 Client::Client(Loop& loop, ClientOptions options)
-    : impl_(std::make_unique<detail::ClientImpl>(&loop, nullptr, options)) {}
+    : impl_(std::make_unique<detail::ClientImpl>(&loop, nullptr, std::move(options))), executor_(impl_->executor()) {}
 
 Client::Client(boost::asio::io_context& context, ClientOptions options)
-    : impl_(std::make_unique<detail::ClientImpl>(nullptr, std::make_unique<Loop>(context), options)) {}
+    : impl_(std::make_unique<detail::ClientImpl>(nullptr, std::make_unique<Loop>(context), std::move(options))),
+      executor_(impl_->executor()) {}
 
 Client::~Client() = default;
 
-Client::executor_type Client::get_executor() const noexcept { return impl_->executor(); }
+Client::executor_type Client::get_executor() const noexcept { return executor_; }
 
 void Client::start_send(std::string_view target, const TaskInstanceKey& key, const boost::json::object& payload,
-                        SendOptions options, SendHandler handler) {
-  impl_->start_send(target, key, payload, options, std::move(handler));
+                        const SendOptions& options, const LoopExecutor* loop, SendHandler handler) {
+  impl_->start_send(target, key, payload, options, loop, std::move(handler));
 }
 
 }  // namespace rx

@@ -9,7 +9,8 @@
 
 namespace rx::detail {
 
-bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json::object& out, std::string& error) {
+bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json::object& out, std::string& error,
+                       bool* too_deep) {
   if (text.empty()) {
     out = boost::json::object{};
     return true;
@@ -18,6 +19,9 @@ bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json
   options.max_depth = max_depth;
   boost::system::error_code ec;
   boost::json::value value = boost::json::parse(text, ec, {}, options);
+  if (too_deep != nullptr) {
+    *too_deep = ec == boost::json::error::too_deep;
+  }
   if (ec == boost::json::error::too_deep) {
     error = "payload nests arrays and objects deeper than " + std::to_string(max_depth) + " levels";
     return false;

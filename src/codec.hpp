@@ -18,8 +18,10 @@ namespace rx::detail {
 inline constexpr std::size_t DEFAULT_MAX_JSON_DEPTH = 64;
 
 /// Parses UTF-8 JSON text that must hold one object; empty text is the empty object.
-/// On failure returns false and says why in `error` (the text of an INVALID_ARGUMENT status).
-bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json::object& out, std::string& error);
+/// On failure returns false and says why in `error` (the text of an INVALID_ARGUMENT status);
+/// `too_deep`, when given, is set to whether it failed for nesting deeper than `max_depth`.
+bool parse_json_object(std::string_view text, std::size_t max_depth, boost::json::object& out, std::string& error,
+                       bool* too_deep = nullptr);
 
 /// False if `value` holds a NaN or an infinity anywhere: JSON text cannot carry them.
 [[nodiscard]] bool all_numbers_finite(const boost::json::value& value);

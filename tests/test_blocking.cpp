@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -119,6 +121,64 @@ TEST(KeyFromAnnotations, RejectsANonIntegerMapIndex) {
   EXPECT_THROW((void)rx::key_from_annotations(data), std::invalid_argument);
   data["map_index"] = 1.5;
   EXPECT_THROW((void)rx::key_from_annotations(data), std::invalid_argument);
+}
+
+TEST(KeyFromAnnotations, AcceptsEveryMapIndexThatFitsAnInt) {
+  json::object data = annotated("t");
+  data["map_index"] = std::numeric_limits<int>::max();
+  EXPECT_EQ(rx::key_from_annotations(data).map_index, std::numeric_limits<int>::max());
+  data["map_index"] = std::numeric_limits<int>::min();
+  EXPECT_EQ(rx::key_from_annotations(data).map_index, std::numeric_limits<int>::min());
+}
+
+// The error must name the field and the value, so the caller can find the bad payload.
+void expect_map_index_refused(const json::value& index, const std::string& value_text) {
+  json::object data = annotated("t");
+  data["map_index"] = index;
+  try {
+    const rx::TaskInstanceKey key = rx::key_from_annotations(data);
+    ADD_FAILURE() << "map_index " << value_text << " was accepted as " << key.map_index;
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("map_index"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find(value_text), std::string::npos) << error.what();
+  }
+}
+
+TEST(KeyFromAnnotations, RefusesAMapIndexOutsideIntsRangeInsteadOfWrappingIt) {
+  // These wrapped to -1 (another task instance's key) and 0 before.
+  expect_map_index_refused(std::int64_t{4294967295}, "4294967295");
+  expect_map_index_refused(std::int64_t{4294967296}, "4294967296");
+  expect_map_index_refused(std::int64_t{2147483648}, "2147483648");
+  expect_map_index_refused(std::int64_t{-2147483649}, "-2147483649");
+  expect_map_index_refused(std::uint64_t{18446744073709551615U}, "18446744073709551615");
+}
+
+TEST(KeyFromAnnotations, RefusesANonIntegerMapIndexNamingItsValue) {
+  expect_map_index_refused(1.5, "1.5");
+  expect_map_index_refused(json::string("3"), "\"3\"");
+  expect_map_index_refused(true, "true");
+}
+
+TEST_F(RequestsTest, RequestsRefusesAnOutOfRangeMapIndexBeforeSendingAnything) {
+  ASSERT_TRUE(server_.attach(make_key("hello_task", -1), run_raw_task));
+  json::object data = annotated("hello_task");
+  data["map_index"] = std::int64_t{4294967295};  // would have wrapped to -1, this very endpoint
+  EXPECT_THROW((void)rx::requests("127.0.0.1", server_.port(), data, rx_test::DEFAULT_DEADLINE), std::invalid_argument);
+}
+
+struct WideTaskInstance {
+  std::string dag_id = "dag";
+  std::string task_id = "t";
+  std::string run_id = "run";
+  std::int64_t map_index = -1;
+};
+
+TEST(KeyOf, RefusesAMapIndexOutsideIntsRange) {
+  WideTaskInstance ti;
+  ti.map_index = 7;
+  EXPECT_EQ(rx::key_of(ti), (rx::TaskInstanceKey{"dag", "t", "run", 7}));
+  ti.map_index = 4294967295;
+  EXPECT_THROW((void)rx::key_of(ti), std::invalid_argument);
 }
 
 TEST(RpcError, CarriesTheStatusAndDescribesIt) {

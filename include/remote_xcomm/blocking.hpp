@@ -15,6 +15,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 
 namespace rx {
 
@@ -31,8 +33,9 @@ class RpcError : public std::runtime_error {
 };
 
 /// The endpoint key named by a prototype-style payload's annotations: its `dag_id`, `task_id`,
-/// `run_id` (strings) and `map_index` (integer, -1 when absent). Throws std::invalid_argument
-/// when `dag_id`, `task_id` or `run_id` is missing or not a string.
+/// `run_id` (strings) and `map_index` (integer, -1 when absent or null). Throws
+/// std::invalid_argument, naming the field, when `dag_id`, `task_id` or `run_id` is missing or not
+/// a string, or when `map_index` is not an integer or does not fit in an `int`.
 [[nodiscard]] TaskInstanceKey key_from_annotations(const boost::json::object& payloads);
 
 /// Sends `data` to the task instance its annotations name on the server at `url`:`port` and
@@ -56,8 +59,18 @@ concept HasTaskInstanceKey = requires(const TaskInstance& ti) {
   { ti.map_index } -> std::convertible_to<int>;
 };
 
+/// The key of `ti`. Throws std::invalid_argument if an integral `map_index` does not fit in an
+/// `int` (it would otherwise wrap and name another task instance).
 template <HasTaskInstanceKey TaskInstance>
 [[nodiscard]] TaskInstanceKey key_of(const TaskInstance& ti) {
+  using Index = std::remove_cvref_t<decltype(ti.map_index)>;
+  if constexpr (std::is_integral_v<Index> && sizeof(Index) >= sizeof(int)) {
+    using Wide = std::conditional_t<std::is_signed_v<Index>, long long, unsigned long long>;
+    if (!std::in_range<int>(static_cast<Wide>(ti.map_index))) {
+      throw std::invalid_argument("task instance map_index is out of range: " +
+                                  std::to_string(static_cast<Wide>(ti.map_index)) + " (it must fit in a 32-bit int)");
+    }
+  }
   return {ti.dag_id, ti.task_id, ti.run_id, static_cast<int>(ti.map_index)};
 }
 

@@ -5,44 +5,89 @@
 #include <remote_xcomm/task_instance_key.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/json/object.hpp>
+#include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/status.h>
 
 #include <chrono>
+#include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 namespace rx {
 
 namespace detail {
 class ClientImpl;
+
+// The LoopExecutor behind a handler's associated executor, if it is one (also inside
+// any_io_executor or any_completion_executor); null otherwise.
+template <typename Executor>
+[[nodiscard]] const LoopExecutor* loop_executor_of(const Executor& executor) noexcept {
+  if constexpr (std::is_same_v<Executor, LoopExecutor>) {
+    return &executor;
+  } else if constexpr (requires { executor.template target<LoopExecutor>(); }) {
+    return executor.template target<LoopExecutor>();
+  } else {
+    return nullptr;
+  }
 }
+}  // namespace detail
 
 /// Options of one send.
 struct SendOptions {
-  /// The call's deadline, from when it starts; past it the call fails with DEADLINE_EXCEEDED
-  /// and the server drops the request.
-  std::chrono::milliseconds timeout{30000};
+  /// The call's deadline, measured from when it starts; past it the call fails with
+  /// DEADLINE_EXCEEDED and the server drops the request. `std::nullopt` (or rx::no_deadline)
+  /// sends without a deadline: the call then waits for the task's reply for as long as it takes,
+  /// until it is cancelled (see Client::send) or the connection fails.
+  std::optional<std::chrono::milliseconds> timeout{std::chrono::seconds(30)};
+
+  /// gRPC's wait-for-ready: when the server cannot be reached (not listening yet, restarting),
+  /// the call waits for the channel to connect, within its deadline, instead of failing with
+  /// UNAVAILABLE at once. Off by default, as in gRPC. Use it for a server that is still starting;
+  /// give such sends a deadline, as a server that never comes makes them wait until it passes.
+  bool wait_for_ready = false;
 };
+
+/// SendOptions::timeout of a send without a deadline: `SendOptions{rx::no_deadline}`.
+inline constexpr std::nullopt_t no_deadline = std::nullopt;
 
 /// Options of a Client.
 struct ClientOptions {
-  /// Largest message accepted or sent, in bytes.
+  /// Largest message accepted or sent, in bytes. A channel argument setting
+  /// GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH or GRPC_ARG_MAX_SEND_MESSAGE_LENGTH overrides it.
   int max_message_bytes = 4 * 1024 * 1024;
+
+  /// Deepest nesting of arrays and objects accepted in a reply. A deeper reply fails the send
+  /// with INTERNAL ("server sent a reply nested deeper than N") instead of being parsed, so a
+  /// hostile or broken server cannot exhaust the caller's stack. Same default as the server's.
+  std::size_t max_json_depth = 64;
+
+  /// Extra gRPC channel arguments applied to every channel the Client opens (one per target),
+  /// e.g. keepalive (`SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ...)`), reconnect backoff, a load
+  /// balancing policy or `SetMaxReceiveMessageSize`. Read when a target's channel is created.
+  grpc::ChannelArguments channel_arguments;
 };
 
 /// Sends payloads to endpoints on any number of servers, reusing one gRPC channel per target.
 ///
 /// Replies arrive on gRPC's threads and complete each operation on its handler's associated
-/// executor (the Client's Loop when the handler has none): with the Loop's executor, the thread
+/// executor (the Client's Loop when the handler has none): with a Loop's executor, the thread
 /// that receives a reply runs the waiting coroutine itself when the loop is idle.
 ///
-/// Thread safety: send() may be called from any thread. Destroy the Client after its calls
-/// have completed.
+/// Thread safety: send() may be called from any thread.
+///
+/// Lifetimes: the Client and its io_context may be destroyed as soon as a completion handler
+/// has run (even while it still runs). Destroying the Client with calls in flight is allowed:
+/// each still completes exactly once, with its real status (or CANCELLED when cancelled), on
+/// its executor; the executor's execution context (the io_context) must then stay alive until
+/// those completions have run.
 class Client {
  public:
   using executor_type = LoopExecutor;
@@ -56,12 +101,16 @@ class Client {
   Client& operator=(const Client&) = delete;
   ~Client();
 
-  /// Delivers `payload` to the endpoint `key` of the server at `target` ("host:port") and
-  /// waits for the task's reply.
+  /// Delivers `payload` to the endpoint `key` of the server at `target` (any gRPC target:
+  /// "host:port", "unix:/path") and waits for the task's reply.
   ///
   /// Completion signature: `void(grpc::Status, boost::json::object reply)`; the reply is the
   /// object the task pushed when the status is OK, empty otherwise. With `co_await` it yields a
   /// `std::tuple<grpc::Status, boost::json::object>`; see docs/protocol.md for the statuses.
+  /// Besides the server's, a send fails with UNAVAILABLE when the server cannot be reached
+  /// (unless `options.wait_for_ready`), DEADLINE_EXCEEDED past `options.timeout`,
+  /// RESOURCE_EXHAUSTED for a reply over the receive limit and INTERNAL for a reply that is not a
+  /// JSON object or nests deeper than ClientOptions::max_json_depth.
   ///
   /// Cancellation (any type): cancels the RPC (`ClientContext::TryCancel`); the operation then
   /// completes with CANCELLED, unless the reply was already on its way. The server drops the
@@ -71,7 +120,12 @@ class Client {
             CompletionToken&& token = {}) {
     return boost::asio::async_initiate<CompletionToken, void(grpc::Status, boost::json::object)>(
         [this](auto handler, std::string_view to, const TaskInstanceKey& at, const boost::json::object& json,
-               SendOptions with) { start_send(to, at, json, with, SendHandler(std::move(handler))); },
+               const SendOptions& with) {
+          // Found here, on the handler's own type, so that the common case (a Loop's executor,
+          // bare or inside any_io_executor) needs no type-erased executor.
+          const auto executor = boost::asio::get_associated_executor(handler, executor_);
+          start_send(to, at, json, with, detail::loop_executor_of(executor), SendHandler(std::move(handler)));
+        },
         token, std::string(target), key, std::move(payload), options);
   }
 
@@ -85,10 +139,12 @@ class Client {
   [[nodiscard]] executor_type get_executor() const noexcept;
 
  private:
+  // `loop` is the handler's associated executor when it is a Loop's, else null.
   void start_send(std::string_view target, const TaskInstanceKey& key, const boost::json::object& payload,
-                  SendOptions options, SendHandler handler);
+                  const SendOptions& options, const LoopExecutor* loop, SendHandler handler);
 
   std::unique_ptr<detail::ClientImpl> impl_;
+  LoopExecutor executor_;
 };
 
 }  // namespace rx

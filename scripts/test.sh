@@ -26,6 +26,8 @@
 #   CTEST_TIMEOUT=S        limit of each test that sets none itself, in seconds (default: 300)
 #   SUITE_TIMEOUT=S        limit of each ctest run, in seconds (default: 1500)
 #   CTEST_ARGS="..."       extra ctest arguments for the sanitizer runs, e.g. "-R Client"
+#   RELEASE=0              skip the Release build, header check and Release suite (to iterate on
+#                          a sanitizer: SANITIZERS=tsan RELEASE=0 CHECK_FORMAT=0 scripts/test.sh)
 #   CHECK_FORMAT=0         skip the clang-format check
 #   DRY_RUN=1              print the apt-get commands instead of running them
 #   ASAN_OPTIONS, UBSAN_OPTIONS, LSAN_OPTIONS, TSAN_OPTIONS are appended to this script's own
@@ -119,7 +121,8 @@ asan_stage() {
 tsan_stage() {
   (
     failed=()
-    export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$suppressions/tsan.supp:print_suppressions=0${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
+    # ignore_noninstrumented_modules: see tests/sanitizers/tsan.supp (gRPC's own libc calls).
+    export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$suppressions/tsan.supp:print_suppressions=0${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
     local dir
     dir="$(absolute_dir "${TSAN_BUILD_DIR:-$RX_ROOT/build-tsan}")"
     time_stage "TSan build" sanitizer_build "$dir" thread remote_xcomm_concurrent_tests "$@"
@@ -130,11 +133,14 @@ tsan_stage() {
   )
 }
 
-dir="$(build_dir)"
-time_stage "Release build" configure_and_build "$dir" "$@"
-# Part of the default build already; named here so that losing it is an error, not a silent skip.
-log "header self-compile check"
-time_stage "header self-compile check" cmake --build "$dir" --target remote_xcomm_header_checks </dev/null
+run_release="${RELEASE:-1}"
+if [[ "$run_release" != 0 ]]; then
+  dir="$(build_dir)"
+  time_stage "Release build" configure_and_build "$dir" "$@"
+  # Part of the default build already; named here so that losing it is an error, not a silent skip.
+  log "header self-compile check"
+  time_stage "header self-compile check" cmake --build "$dir" --target remote_xcomm_header_checks </dev/null
+fi
 
 if [[ "${CHECK_FORMAT:-1}" != 0 ]]; then
   log "checking formatting"
@@ -150,7 +156,7 @@ if ((run_tsan)); then
 fi
 
 # Last, so that CTest's summary closes the output.
-if [[ " ${failed[*]} " != *" Release build "* ]]; then
+if [[ "$run_release" != 0 && " ${failed[*]} " != *" Release build "* ]]; then
   log "running the test suite (Release)"
   run_ctest "$dir" || failed+=("ctest (Release)")
 fi

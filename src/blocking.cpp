@@ -50,15 +50,22 @@ TaskInstanceKey key_from_annotations(const boost::json::object& payloads) {
 boost::json::object requests(std::string_view url, std::uint16_t port, const boost::json::object& data,
                              std::chrono::milliseconds timeout) {
   const TaskInstanceKey key = key_from_annotations(data);
-  // The reply completes a future from gRPC's thread, so this loop never needs to run.
+  // A loop of its own, run here until the call completes (the call holds work until then): the
+  // completion runs on gRPC's thread when it may borrow it, else on this one.
   boost::asio::io_context context;
   Client client(context);
-  auto reply = client.send(detail::host_port(url, port), key, data, SendOptions{timeout}, boost::asio::use_future);
-  auto [status, object] = reply.get();
+  grpc::Status status;
+  boost::json::object object;
+  client.send(detail::host_port(url, port), key, data, SendOptions{timeout},
+              [&status, &object](grpc::Status result, boost::json::object reply) {
+                status = std::move(result);
+                object = std::move(reply);
+              });
+  context.run();
   if (!status.ok()) {
     throw RpcError(std::move(status));
   }
-  return std::move(object);
+  return object;
 }
 
 void serve_until_signalled(const ServerOptions& options, const TaskInstanceKey& key, Server::Task task) {

@@ -22,8 +22,26 @@
 #include <string>
 #include <unordered_map>
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace rx {
 namespace detail {
+
+// Tells ThreadSanitizer what gRPC guarantees but cannot show it (Debian's gRPC is not
+// instrumented, so its internal synchronisation is invisible): a call's completion runs after
+// the Send() that started it, and sees everything written before it.
+inline void call_handed_to_grpc([[maybe_unused]] const void* call) noexcept {
+#if defined(__SANITIZE_THREAD__)
+  __tsan_release(const_cast<void*>(call));  // NOLINT(cppcoreguidelines-pro-type-const-cast): TSan's C API
+#endif
+}
+inline void call_back_from_grpc([[maybe_unused]] const void* call) noexcept {
+#if defined(__SANITIZE_THREAD__)
+  __tsan_acquire(const_cast<void*>(call));  // NOLINT(cppcoreguidelines-pro-type-const-cast): TSan's C API
+#endif
+}
 
 namespace asio = boost::asio;
 using Stub = remote_xcomm::v1::RemoteXComm::Stub;
@@ -110,6 +128,7 @@ class ClientImpl {
       slot.assign([context = &call->context](asio::cancellation_type /*type*/) { context->TryCancel(); });
     }
     // The callback uses nothing of the Client: a Client destroyed with calls in flight is fine.
+    call_handed_to_grpc(call);
     stub_for(target).async()->Send(&call->context, &call->request, &call->response,
                                    [call](grpc::Status status) { complete(call, std::move(status)); });
   }
@@ -119,6 +138,7 @@ class ClientImpl {
  private:
   // Runs on a gRPC thread. Decodes the reply there, off the loop, then hands it to the caller.
   static void complete(SendCall* raw_call, grpc::Status status) {
+    call_back_from_grpc(raw_call);
     std::unique_ptr<SendCall> call(raw_call);
     boost::json::object reply;
     if (status.ok()) {
@@ -128,10 +148,13 @@ class ClientImpl {
     // neither the hand-off nor execute() reads them after running it. Nothing here is touched
     // once the completion may have run user code: no executor copy lives in this frame.
     if (call->loop_work) {
-      const LoopExecutor& loop = *call->loop_work;
+      const LoopExecutor& loop = *call->loop_work;  // read by hand_off before it runs anything
       hand_off(loop, SendCompletion(std::move(call), std::move(status), std::move(reply)));
     } else {
-      const asio::any_completion_executor& executor = call->other_work;
+      // An untracked copy outlives the call that execute() may free inline; destroying it
+      // touches no execution context.
+      const asio::any_completion_executor executor =
+          asio::prefer(call->other_work, asio::execution::outstanding_work.untracked);
       executor.execute(SendCompletion(std::move(call), std::move(status), std::move(reply)));
     }
   }

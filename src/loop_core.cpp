@@ -168,17 +168,19 @@ void LoopCore::hand_off(LoopJob* job) {
   }
 }
 
-void LoopCore::run_for_waiting_caller(LoopJob* job) {
+void LoopCore::run_and_wait(LoopJob* job, LoopWaiter& waiter) {
   push(job);
-  if (running_in_this_thread()) {
-    return;
-  }
-  if (on_own_thread()) {
-    run_pending(Runner::own_thread);
-    return;
-  }
   const std::shared_ptr<LoopCore> keep_alive = shared_from_this();
-  run_pending(Runner::borrowed);
+  // Another thread may hold the token and stop for its budget, leaving our job for a loop thread
+  // that nobody runs (a blocking call before the io_context runs, or after it stopped): so try
+  // again until the job has run, rather than only wait.
+  constexpr std::chrono::microseconds RETRY_AFTER{500};
+  while (!waiter.ran()) {
+    run_pending(Runner::waiting_caller, &waiter);
+    if (waiter.wait_for(RETRY_AFTER)) {
+      return;
+    }
+  }
 }
 
 void LoopCore::schedule_drain() noexcept {
@@ -214,7 +216,22 @@ void LoopCore::rethrow_on_context(std::exception_ptr error) noexcept {
   }
 }
 
-void LoopCore::run_pending(Runner runner) {
+// Whether a run has used up what its kind of thread may run: time for a borrowed thread, a batch
+// for the loop's own thread, its own job for a waiting caller.
+bool LoopCore::budget_reached(Runner runner, std::chrono::steady_clock::time_point started, int jobs,
+                              const LoopWaiter* waiter) noexcept {
+  switch (runner) {
+    case Runner::borrowed:
+      return std::chrono::steady_clock::now() - started >= BORROWED_LOOP_BUDGET;
+    case Runner::own_thread:
+      return jobs >= OWN_THREAD_LOOP_BUDGET_JOBS;
+    case Runner::waiting_caller:
+      return waiter != nullptr && waiter->ran();
+  }
+  return true;
+}
+
+void LoopCore::run_pending(Runner runner, const LoopWaiter* waiter) {
   for (;;) {
     bool expected = false;
     if (!running_.compare_exchange_strong(expected, true, std::memory_order_seq_cst)) {
@@ -241,8 +258,7 @@ void LoopCore::run_pending(Runner runner) {
         ready_ = job->next;
         job->invoke(job, true);
         ++jobs;
-        if (runner == Runner::borrowed ? std::chrono::steady_clock::now() - started >= BORROWED_LOOP_BUDGET
-                                       : jobs >= OWN_THREAD_LOOP_BUDGET_JOBS) {
+        if (budget_reached(runner, started, jobs, waiter)) {
           budget_spent = ready_ != nullptr || incoming_.load(std::memory_order_relaxed) != nullptr;
           break;
         }
@@ -253,8 +269,8 @@ void LoopCore::run_pending(Runner runner) {
     }
     if (budget_spent && runner == Runner::borrowed) {
       backlog_.store(true, std::memory_order_seq_cst);
-    } else if (!budget_spent && runner == Runner::own_thread) {
-      backlog_.store(false, std::memory_order_seq_cst);
+    } else if (!budget_spent && runner != Runner::borrowed) {
+      backlog_.store(false, std::memory_order_seq_cst);  // the queue was emptied
     }
     current_frames = frame.outer;
     running_.store(false, std::memory_order_seq_cst);
@@ -312,8 +328,26 @@ void LoopCore::sync_context_work() noexcept {
 }
 
 void LoopCore::detach_context() noexcept {
-  const std::lock_guard lock(context_mutex_);
-  live_context_ = nullptr;
+  {
+    const std::lock_guard lock(context_mutex_);
+    live_context_ = nullptr;
+  }
+  // Destroy what is queued now, while every service of the io_context still exists (a queued
+  // coroutine frame may own a timer, whose destructor needs the timer service), as Asio's
+  // scheduler destroys its handlers at shutdown. Skipped if a borrowed thread holds the token:
+  // the core then destroys what is left when that thread lets it go.
+  bool expected = false;
+  if (!running_.compare_exchange_strong(expected, true, std::memory_order_seq_cst)) {
+    return;
+  }
+  for (;;) {
+    LoopJob* list = ready_ != nullptr ? std::exchange(ready_, nullptr) : incoming_.exchange(nullptr);
+    if (list == nullptr) {
+      break;
+    }
+    destroy_all(list);
+  }
+  running_.store(false, std::memory_order_seq_cst);
 }
 
 }  // namespace rx::detail

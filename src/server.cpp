@@ -282,13 +282,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     }
     // Runs on this thread when the loop is free, so this works with nobody running the
     // io_context; waited for so that shutdown() returns with every endpoint gone.
-    std::promise<void> closed;
-    auto closed_future = closed.get_future();
-    detail::run_for_waiting_caller(self->executor_, [self, &closed] {
-      self->close_endpoints();
-      closed.set_value();
-    });
-    closed_future.wait();
+    detail::run_and_wait(self->executor_, [&self] { self->close_endpoints(); });
     // Every request now has its status (or is being given it on the loop); gRPC delivers them.
     self->server_->Shutdown(std::chrono::system_clock::now() + self->options_.shutdown_grace);
     self->server_->Wait();
@@ -365,7 +359,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     }
     std::promise<decltype(function())> done;
     auto result = done.get_future();
-    run_for_waiting_caller(executor_, [&] {
+    run_and_wait(executor_, [&] {
       try {
         done.set_value(function());
       } catch (...) {

@@ -29,6 +29,8 @@ add_custom_command(
   COMMENT "Generating Python stubs from remote_xcomm/v1/remote_xcomm.proto"
   VERBATIM)
 add_custom_target(remote_xcomm_python_stubs ALL DEPENDS ${REMOTE_XCOMM_PYTHON_STUBS})
+add_dependencies(remote_xcomm_tests remote_xcomm_python_stubs)
+add_dependencies(remote_xcomm_concurrent_tests remote_xcomm_python_stubs)
 
 if(NOT TARGET remote_xcomm_example_server)
   message(STATUS "Examples are not built (REMOTE_XCOMM_BUILD_EXAMPLES=OFF): "
@@ -60,4 +62,7 @@ add_test(
           --stubs ${REMOTE_XCOMM_PYTHON_STUBS_DIR}
           --client ${PROJECT_SOURCE_DIR}/examples/python/client.py)
 # run_interop.py bounds each of its own waits; this timeout is only the backstop.
-set_tests_properties(PythonGrpcioClientTalksToCppServer PROPERTIES TIMEOUT 120 LABELS "interop;python")
+# "concurrent": the example server's gRPC threads and its loop serve several Python calls.
+set_tests_properties(PythonGrpcioClientTalksToCppServer PROPERTIES TIMEOUT 120 LABELS "interop;python;concurrent")
+add_dependencies(remote_xcomm_tests remote_xcomm_example_server)
+add_dependencies(remote_xcomm_concurrent_tests remote_xcomm_example_server)

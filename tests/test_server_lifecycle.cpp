@@ -273,15 +273,18 @@ TEST(ServerLifetime, AServerOwningItsLoopCanBeShutDownAndDestroyedWhileATaskAwai
       woke.set_value(error);
     }));
     server.start();
+    std::thread runner([&context] { context.run(); });
     asio::io_context client_context;
     rx::Client client(client_context);
-    // Nobody runs `context`: the request runs the task on gRPC's thread (the loop is idle).
     auto reply = client.send(server.target(), make_key(), with_id(1), rx::SendOptions{rx_test::DEFAULT_DEADLINE},
                              asio::use_future);
     rx_test::wait_for(waiting.get_future(), "the task to await its timer");
+    context.stop();  // nobody runs the loop's own thread from here on
+    runner.join();
     server.shutdown();
     expect_shutting_down(reply);
   }  // the Server, and with it its Loop, is gone; the timer's cancelled completion is still queued
+  context.restart();
   context.run_for(2s);
   auto result = woke.get_future();
   ASSERT_EQ(result.wait_for(0s), std::future_status::ready) << "the cancelled wait never completed";

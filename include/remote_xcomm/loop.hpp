@@ -31,10 +31,12 @@ void post_job(const LoopExecutor& executor, LoopJob* job);
 template <typename Function>
 void hand_off(const LoopExecutor& executor, Function&& function);
 
-/// Runs `function` on the loop for a caller that then blocks until it has run: on the calling
-/// thread if the loop is free (the caller would only wait otherwise), else queued for the holder.
+/// Runs `function` on the loop and returns once it has run, blocking the calling thread: runs the
+/// loop's work on this thread whenever the loop is free (it would only wait otherwise), so it
+/// needs nobody to run the io_context. Inline when this thread is already running the loop.
+/// An exception `function` throws surfaces where the io_context runs; catch it inside.
 template <typename Function>
-void run_for_waiting_caller(const LoopExecutor& executor, Function&& function);
+void run_and_wait(const LoopExecutor& executor, Function&& function);
 
 /// True when both executors submit to the same loop, whatever their properties.
 [[nodiscard]] bool same_loop(const LoopExecutor& a, const LoopExecutor& b) noexcept;
@@ -145,7 +147,7 @@ class LoopExecutor {
   template <typename Function>
   friend void detail::hand_off(const LoopExecutor& executor, Function&& function);
   template <typename Function>
-  friend void detail::run_for_waiting_caller(const LoopExecutor& executor, Function&& function);
+  friend void detail::run_and_wait(const LoopExecutor& executor, Function&& function);
   static constexpr unsigned BLOCKING_NEVER = 1U;
   static constexpr unsigned TRACKED = 2U;
   static constexpr unsigned CONTINUATION = 4U;
@@ -184,8 +186,20 @@ void detail::hand_off(const LoopExecutor& executor, Function&& function) {
 }
 
 template <typename Function>
-void detail::run_for_waiting_caller(const LoopExecutor& executor, Function&& function) {
-  executor.core_->run_for_waiting_caller(detail::make_loop_job(std::forward<Function>(function)));
+void detail::run_and_wait(const LoopExecutor& executor, Function&& function) {
+  if (executor.core_->running_in_this_thread()) {
+    std::forward<Function>(function)();
+    return;
+  }
+  LoopWaiter waiter;
+  executor.core_->run_and_wait(detail::make_loop_job([&waiter, &function] {
+                                 struct Signal {
+                                   LoopWaiter& waiter;
+                                   ~Signal() { waiter.signal(); }  // also when `function` throws
+                                 } signal{waiter};
+                                 std::forward<Function>(function)();
+                               }),
+                               waiter);
 }
 
 /// The event loop: one `io_context` plus the token that lets one thread at a time run loop work.

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -51,6 +52,31 @@ LoopJob* make_loop_job(Function&& function) {
   return new LoopJobFor<Decayed>(Decayed(std::forward<Function>(function)));
 }
 
+/// Lets a blocked caller know that its job has run (LoopCore::run_and_wait).
+class LoopWaiter {
+ public:
+  void signal() noexcept {
+    {
+      const std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    ran_.store(true, std::memory_order_release);
+    changed_.notify_all();
+  }
+  [[nodiscard]] bool ran() const noexcept { return ran_.load(std::memory_order_acquire); }
+  /// Waits up to `timeout` for the job; true once it has run.
+  bool wait_for(std::chrono::microseconds timeout) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [this] { return done_; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool done_ = false;
+  std::atomic<bool> ran_{false};
+};
+
 /// The loop token: at most one thread runs loop work at a time.
 ///
 /// Producers push jobs onto a lock-free stack; whichever thread holds the token takes the whole
@@ -79,10 +105,11 @@ class LoopCore : public std::enable_shared_from_this<LoopCore> {
   void post(LoopJob* job);
   /// The library's hand-off from a transport thread: may borrow the calling thread (see above).
   void hand_off(LoopJob* job);
-  /// For a caller that blocks until `job` has run (Server::attach and the like): runs the pending
-  /// work on the calling thread for a borrowed budget if the token is free, whatever other
-  /// threads borrow, since this thread would only wait otherwise.
-  void run_for_waiting_caller(LoopJob* job);
+  /// For a caller that blocks until `job` has run (Server::attach, a shutdown and the like):
+  /// runs the loop's pending work on the calling thread until `job` has run, whatever other
+  /// threads borrow, since this thread would only wait otherwise; while another thread holds the
+  /// token, waits for it and tries again. Returns once `job` has run (`waiter` tells).
+  void run_and_wait(LoopJob* job, LoopWaiter& waiter);
 
   /// True while the calling thread is running this loop's work, at any depth of nested loops.
   [[nodiscard]] bool running_in_this_thread() const noexcept;
@@ -96,10 +123,12 @@ class LoopCore : public std::enable_shared_from_this<LoopCore> {
   void detach_context() noexcept;
 
  private:
-  enum class Runner { own_thread, borrowed };
+  enum class Runner { own_thread, borrowed, waiting_caller };
 
   void push(LoopJob* job) noexcept;
-  void run_pending(Runner runner);
+  void run_pending(Runner runner, const LoopWaiter* waiter = nullptr);
+  static bool budget_reached(Runner runner, std::chrono::steady_clock::time_point started, int jobs,
+                             const LoopWaiter* waiter) noexcept;
   void schedule_drain() noexcept;
   void sync_context_work() noexcept;
   void rethrow_on_context(std::exception_ptr error) noexcept;

@@ -22,6 +22,7 @@
 #include <chrono>
 #include <future>
 #include <memory>
+#include <optional>
 #include <thread>
 
 namespace {
@@ -115,6 +116,24 @@ TEST(Lifetimes, AnIoContextDestroyedWhileABorrowedThreadRunsACompletionOnItsLoop
     destroyed.set_value();
     grpc_like.join();
   }
+}
+
+TEST(Nesting, ABlockingServerCallFromANestedLoopRunsInlineInsteadOfDeadlocking) {
+  // Issue 6, defect 5: work on loop A dispatches to loop B, which the io_context's thread runs
+  // inline; inside it, a blocking call on A's server must see that this thread holds A.
+  asio::io_context context;
+  rx::Loop loop_a(context);
+  rx::Loop loop_b(context);
+  rx::Server server_a(loop_a);
+  ASSERT_TRUE(server_a.attach(make_key(), rx_test::echo_once));
+  std::optional<std::size_t> counted;
+  asio::post(context, [&] {
+    asio::dispatch(loop_a.get_executor(),
+                   [&] { asio::dispatch(loop_b.get_executor(), [&] { counted = server_a.endpoint_count(); }); });
+  });
+  context.run();  // before the fix this never returned: the call waited for the token its own thread held
+  ASSERT_TRUE(counted.has_value());
+  EXPECT_EQ(*counted, 1U);
 }
 
 }  // namespace

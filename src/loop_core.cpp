@@ -95,9 +95,11 @@ void LoopService::shutdown() {
 
 // ---- the core ----------------------------------------------------------------------------
 
-LoopCore::~LoopCore() {
+LoopCore::~LoopCore() { destroy_queued(); }
+
+void LoopCore::destroy_queued() noexcept {
   // Destroying a job may queue another (a coroutine frame whose destruction fails a request):
-  // take turns until nothing is left.
+  // take turns until nothing is left. Only with the token held, or with no thread left to hold it.
   for (;;) {
     LoopJob* list = ready_ != nullptr ? std::exchange(ready_, nullptr) : incoming_.exchange(nullptr);
     if (list == nullptr) {
@@ -340,13 +342,7 @@ void LoopCore::detach_context() noexcept {
   if (!running_.compare_exchange_strong(expected, true, std::memory_order_seq_cst)) {
     return;
   }
-  for (;;) {
-    LoopJob* list = ready_ != nullptr ? std::exchange(ready_, nullptr) : incoming_.exchange(nullptr);
-    if (list == nullptr) {
-      break;
-    }
-    destroy_all(list);
-  }
+  destroy_queued();
   running_.store(false, std::memory_order_seq_cst);
 }
 

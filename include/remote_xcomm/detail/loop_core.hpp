@@ -126,6 +126,7 @@ class LoopCore : public std::enable_shared_from_this<LoopCore> {
   enum class Runner { own_thread, borrowed, waiting_caller };
 
   void push(LoopJob* job) noexcept;
+  void destroy_queued() noexcept;
   void run_pending(Runner runner, const LoopWaiter* waiter = nullptr);
   static bool budget_reached(Runner runner, std::chrono::steady_clock::time_point started, int jobs,
                              const LoopWaiter* waiter) noexcept;

@@ -106,6 +106,10 @@ void EndpointState::complete_later(AwaitablePushHandler&& handler, error_code er
   post_job(executor_, &deferred_);
 }
 
+void EndpointState::complete_later(NextHandler&& handler, error_code error, Request request) {
+  asio::post(executor_, asio::append(std::move(handler), error, std::move(request)));
+}
+
 void EndpointState::DeferredCompletion::invoke_deferred(LoopJob* job, bool run) {
   auto* self = static_cast<DeferredCompletion*>(job);
   const std::shared_ptr<EndpointState> keep_alive = std::move(self->keep_alive);
@@ -141,6 +145,23 @@ void EndpointState::wait(GetHandler&& handler) {
     });
   }
   waiter_.swap(handler);  // never move-assign any_completion_handler (asio#1180)
+}
+
+void EndpointState::wait(NextHandler&& handler) {
+  auto slot = handler.get_cancellation_slot();
+  if (slot.is_connected()) {
+    // As for a waiting get: on the loop, through a weak reference, never clearing its own slot.
+    slot.assign([weak = weak_from_this()](asio::cancellation_type /*type*/) {
+      const auto self = weak.lock();
+      if (!self || !self->next_waiter_) {
+        return;
+      }
+      NextHandler cancelled;
+      cancelled.swap(self->next_waiter_);
+      self->complete_later(std::move(cancelled), asio::error::operation_aborted, {});
+    });
+  }
+  next_waiter_.swap(handler);  // never move-assign any_completion_handler (asio#1180)
 }
 
 void EndpointState::wait(AwaitableGetHandler&& handler) {
@@ -184,17 +205,41 @@ void EndpointState::complete_waiter(error_code error, boost::json::object&& payl
 // ---- the queue ---------------------------------------------------------------------------
 
 void EndpointState::deliver(PendingReplyPtr reply, boost::json::object payload) {
+  if (reply->finished()) {
+    return;
+  }
   if (closed_) {
     reply->fail(*close_status_);
+    return;
+  }
+  if (reply->cancelled()) {  // the caller gave up before the request reached the loop
+    reply->fail(grpc::Status(grpc::StatusCode::CANCELLED, "the caller cancelled the call or its deadline passed"));
     return;
   }
   if (waiting() && queue_.empty()) {
     hand_to_waiter(std::move(reply), std::move(payload));
     return;
   }
-  queue_.push_back({std::move(reply), std::move(payload)});
+  enqueue(std::move(reply), std::move(payload));
   if (task_ && !invocation_running_) {
     start_invocation();
+  }
+}
+
+void EndpointState::enqueue(PendingReplyPtr&& reply, boost::json::object&& payload) {
+  PendingReply* const request = reply.get();
+  queue_.push_back({std::move(reply), std::move(payload)});
+  request->enter_queue(this);
+}
+
+void EndpointState::remove(PendingReply& request) noexcept {
+  // The caller gave up: free its payload now, not at its turn. Cancellations are rare and
+  // queues short; a linear search keeps the queue a plain arrival-ordered array.
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->reply.get() == &request) {
+      queue_.erase(it);
+      return;
+    }
   }
 }
 
@@ -202,6 +247,7 @@ bool EndpointState::pop_live(QueuedRequest& out) {
   while (!queue_.empty()) {
     QueuedRequest front = std::move(queue_.front());
     queue_.pop_front();
+    front.reply->leave_queue();
     if (front.reply->finished()) {
       continue;
     }
@@ -217,8 +263,17 @@ bool EndpointState::pop_live(QueuedRequest& out) {
 }
 
 void EndpointState::hand_to_waiter(PendingReplyPtr&& reply, boost::json::object&& payload) {
-  held_ = std::move(reply);
   ++gets_in_invocation_;
+  if (next_waiter_) {
+    NextHandler handler;
+    handler.swap(next_waiter_);
+    handler.get_cancellation_slot().clear();
+    Request request(std::move(reply), std::move(payload), shared_from_this());
+    // Runs inline when the handler's executor is this loop, which is the common case.
+    asio::dispatch(asio::append(std::move(handler), error_code(), std::move(request)));
+    return;
+  }
+  held_ = std::move(reply);
   complete_waiter({}, std::move(payload));
 }
 
@@ -255,6 +310,30 @@ void EndpointState::start_get(AwaitableGetHandler&& handler) {
   } else {
     start_get_with(GetHandler(std::move(handler)));
   }
+}
+
+void EndpointState::start_next(NextHandler handler) {
+  if (closed_) {
+    complete_later(std::move(handler), errc::endpoint_closed, {});
+    return;
+  }
+  if (waiting()) {
+    complete_later(std::move(handler), errc::get_already_pending, {});
+    return;
+  }
+  if (held_) {
+    held_->fail(grpc::Status(grpc::StatusCode::INTERNAL,
+                             "task of endpoint " + to_string(key_) + " called next() before push()"));
+    held_.reset();
+  }
+  QueuedRequest request;
+  if (pop_live(request)) {
+    ++gets_in_invocation_;
+    complete_later(std::move(handler), {},
+                   Request(std::move(request.reply), std::move(request.payload), shared_from_this()));
+    return;
+  }
+  wait(std::move(handler));
 }
 
 template <typename Handler>
@@ -360,13 +439,23 @@ void EndpointState::close(const grpc::Status& status) {
     held_->fail(status);
     held_.reset();
   }
-  for (QueuedRequest& request : queue_) {
+  // Moved out first: failing a request may reach remove() through the transport.
+  boost::container::devector<QueuedRequest> queued = std::move(queue_);
+  queue_.clear();
+  for (QueuedRequest& request : queued) {
+    request.reply->leave_queue();
     request.reply->fail(status);
   }
-  queue_.clear();
+  queued.clear();
   if (waiter_) {
     GetHandler handler;
     handler.swap(waiter_);
+    handler.get_cancellation_slot().clear();
+    complete_later(std::move(handler), errc::endpoint_closed, {});
+  }
+  if (next_waiter_) {
+    NextHandler handler;
+    handler.swap(next_waiter_);
     handler.get_cancellation_slot().clear();
     complete_later(std::move(handler), errc::endpoint_closed, {});
   }

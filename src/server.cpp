@@ -75,10 +75,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* context, const remote_xcomm::v1::SendRequest* request,
                                  remote_xcomm::v1::SendResponse* response) override {
     unfinished_calls_.fetch_add(1, std::memory_order_relaxed);
-    PendingReplyPtr call(
-        new UnarySendCall(context, response, static_cast<std::size_t>(options_.max_message_bytes), this));
-    // Taken now: once handed to the loop, the call may be finished (and freed) before we return.
-    grpc::ServerUnaryReactor* const reactor = static_cast<UnarySendCall&>(*call).reactor();
+    auto* const send_call =
+        new UnarySendCall(context, response, static_cast<std::size_t>(options_.max_message_bytes), executor_, this);
+    PendingReplyPtr call(send_call);
+    // Taken now. The reactor stays valid until gRPC's OnDone, however soon the loop answers.
+    grpc::ServerUnaryReactor* const reactor = send_call->reactor();
     if (stopping_.load(std::memory_order_acquire)) {
       call->fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
       return reactor;

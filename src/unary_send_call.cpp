@@ -4,6 +4,7 @@
 
 #include <remote_xcomm/error.hpp>
 
+#include <boost/asio/post.hpp>
 #include <grpcpp/server_context.h>
 
 #include <exception>
@@ -13,24 +14,76 @@
 namespace rx::detail {
 
 UnarySendCall::UnarySendCall(grpc::CallbackServerContext* context, remote_xcomm::v1::SendResponse* response,
-                             std::size_t max_reply_bytes, CallObserver* observer) noexcept
+                             std::size_t max_reply_bytes, LoopExecutor loop, CallObserver* observer) noexcept
     : context_(context),
-      reactor_(context->DefaultReactor()),
       response_(response),
+      loop_(std::move(loop)),
       observer_(observer),
       max_reply_bytes_(max_reply_bytes) {}
 
-UnarySendCall::~UnarySendCall() {
-  if (finished_) {
+void UnarySendCall::last_reference_dropped() noexcept {
+  if (!finished_) {
+    // Reached only when the last reference was dropped unanswered. gRPC would wait for this call
+    // forever (and Server::Wait() with it): finish it here, on whichever thread dropped it.
+    try {
+      finish(grpc::Status(grpc::StatusCode::INTERNAL, "the server dropped the request without answering it"));
+    } catch (...) {  // no memory for the message: the call still finishes
+      finish(grpc::Status(grpc::StatusCode::INTERNAL, {}));
+    }
+  }
+  release_part();
+}
+
+void UnarySendCall::release_part() noexcept {
+  if (parts_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    delete this;
+  }
+}
+
+void UnarySendCall::OnDone() { release_part(); }
+
+void UnarySendCall::OnCancel() {
+  // gRPC calls this at most once, before OnDone, on whichever thread saw the cancellation. No
+  // reference left means the call is finished: nobody is left to tell.
+  if (!try_add_reference()) {
     return;
   }
-  // Reached only when the last reference was dropped unanswered. gRPC would wait for this call
-  // forever (and Server::Wait() with it): finish it here, on whichever thread dropped it.
+  PendingReplyPtr self(this, /*add_ref=*/false);
   try {
-    finish(grpc::Status(grpc::StatusCode::INTERNAL, "the server dropped the request without answering it"));
-  } catch (...) {  // no memory for the message: the call still finishes
-    finish(grpc::Status(grpc::StatusCode::INTERNAL, {}));
+    // Queued, never run here: gRPC may call this from inside a Finish() the loop is making.
+    boost::asio::post(loop_, [self = std::move(self)] {
+      self->give_up(grpc::Status(grpc::StatusCode::CANCELLED, "the caller cancelled the call or its deadline passed"));
+    });
+  } catch (...) {
+    // No memory for the notice: the queue still sees the cancellation when the request's turn comes.
   }
+}
+
+std::optional<std::chrono::system_clock::time_point> UnarySendCall::deadline() const {
+  if (finished_) {
+    return std::nullopt;
+  }
+  const auto at = context_->deadline();
+  // gRPC reports "no deadline" as the largest time point.
+  if (at == std::chrono::system_clock::time_point::max()) {
+    return std::nullopt;
+  }
+  return at;
+}
+
+std::string UnarySendCall::peer() const { return finished_ ? std::string() : context_->peer(); }
+
+std::vector<std::pair<std::string, std::string>> UnarySendCall::metadata() const {
+  std::vector<std::pair<std::string, std::string>> entries;
+  if (finished_) {
+    return entries;
+  }
+  const auto& received = context_->client_metadata();
+  entries.reserve(received.size());
+  for (const auto& [key, value] : received) {
+    entries.emplace_back(std::string(key.data(), key.size()), std::string(value.data(), value.size()));
+  }
+  return entries;
 }
 
 boost::system::error_code UnarySendCall::reply(const boost::json::object& outputs) {
@@ -85,7 +138,7 @@ void UnarySendCall::finish(grpc::Status status) noexcept {
   if (observer_ != nullptr) {
     observer_->on_call_finished();
   }
-  reactor_->Finish(std::move(status));  // a move: nothing here may throw
+  Finish(std::move(status));  // a move: nothing here may throw; OnDone may follow at once
 }
 
 }  // namespace rx::detail

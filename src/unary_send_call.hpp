@@ -2,10 +2,12 @@
 #pragma once
 
 #include <remote_xcomm/detail/pending_reply.hpp>
+#include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/v1/remote_xcomm.pb.h>
 
 #include <grpcpp/support/server_callback.h>
 
+#include <atomic>
 #include <cstddef>
 
 namespace grpc {
@@ -24,26 +26,28 @@ class CallObserver {
   ~CallObserver() = default;
 };
 
-/// One Send call waiting for its reply, finished through gRPC's default unary reactor.
+/// One Send call waiting for its reply, and its reactor.
 ///
-/// The default reactor is the one gRPC runs `OnDone` inline for; a reactor of our own would have
-/// gRPC hand `OnDone` to its executor thread, a thread wake per request. Cancellation is
-/// therefore observed, not signalled: `cancelled()` asks the context, and the endpoint queue
-/// checks it before handing a request to a task and when the task replies.
+/// The call is its own reactor so that gRPC tells it when the caller gives up (`OnCancel`: the
+/// caller cancelled, or the deadline gRPC enforces passed): the notice goes to the loop, where the
+/// request leaves its queue at once or its holder's cancellation slot fires. Both reactions are
+/// trivial (a reference count, a queued job), so the reactor declares itself inlineable as gRPC's
+/// own default reactor does: a reactor that is not would have gRPC hand `OnDone` to its executor
+/// thread, a thread wake per request.
 ///
 /// Finished exactly once, on every path: by `reply` or `fail` on the loop (or on the gRPC thread
-/// before any hand-off, when the request is refused outright), and otherwise by the destructor
-/// (INTERNAL), so that a call dropped unanswered (an exception, a job freed unrun) still
-/// completes and `grpc::Server::Wait()` cannot hang on it. Nothing touches the context, request
-/// or response after `Finish()`.
-class UnarySendCall final : public PendingReply {
+/// before any hand-off, when the request is refused outright), and otherwise when the last
+/// reference is dropped (INTERNAL), so that a call dropped unanswered (an exception, a job freed
+/// unrun) still completes and `grpc::Server::Wait()` cannot hang on it. Freed when both the
+/// references and gRPC (`OnDone`) are done with it. Nothing touches the context, request or
+/// response after `OnDone`.
+class UnarySendCall final : public PendingReply, public grpc::ServerUnaryReactor {
  public:
-  /// `observer` (may be null) must outlive the call's finish.
+  /// `observer` (may be null) must outlive the call's finish. `loop` receives cancellation notices.
   UnarySendCall(grpc::CallbackServerContext* context, remote_xcomm::v1::SendResponse* response,
-                std::size_t max_reply_bytes, CallObserver* observer = nullptr) noexcept;
-  ~UnarySendCall() override;
+                std::size_t max_reply_bytes, LoopExecutor loop, CallObserver* observer = nullptr) noexcept;
 
-  [[nodiscard]] grpc::ServerUnaryReactor* reactor() const noexcept { return reactor_; }
+  [[nodiscard]] grpc::ServerUnaryReactor* reactor() noexcept { return this; }
 
   /// Never throws: a reply that cannot be encoded (out of memory) finishes the call with INTERNAL
   /// and returns `not_enough_memory`.
@@ -51,16 +55,28 @@ class UnarySendCall final : public PendingReply {
   bool fail(const grpc::Status& status) override;
   [[nodiscard]] bool finished() const noexcept override { return finished_; }
   [[nodiscard]] bool cancelled() const override;
+  [[nodiscard]] std::optional<std::chrono::system_clock::time_point> deadline() const override;
+  [[nodiscard]] std::string peer() const override;
+  [[nodiscard]] std::vector<std::pair<std::string, std::string>> metadata() const override;
+
+  // grpc::ServerUnaryReactor, on gRPC's threads.
+  void OnDone() override;
+  void OnCancel() override;
+  bool InternalInlineable() override { return true; }
 
  private:
+  ~UnarySendCall() override = default;
+  void last_reference_dropped() noexcept override;
+  void release_part() noexcept;
   // The status is copied by the caller (which may throw); from here on nothing throws.
   void finish(grpc::Status status) noexcept;
 
-  grpc::CallbackServerContext* context_;      // owned by gRPC; valid until Finish
-  grpc::ServerUnaryReactor* reactor_;         // gRPC's default reactor, in the call's arena
-  remote_xcomm::v1::SendResponse* response_;  // owned by gRPC; valid until Finish
+  grpc::CallbackServerContext* context_;      // owned by gRPC; valid until OnDone
+  remote_xcomm::v1::SendResponse* response_;  // owned by gRPC; valid until OnDone
+  LoopExecutor loop_;
   CallObserver* observer_;
   std::size_t max_reply_bytes_;
+  std::atomic<int> parts_{2};  // the references and gRPC's reactor: freed when both are done
   bool finished_ = false;
 };
 

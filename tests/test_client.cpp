@@ -23,6 +23,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <future>
 #include <memory>
@@ -373,10 +374,13 @@ TEST_F(ClientTest, AClientAndItsIoContextMayBeDestroyedWhileTheLastCompletionSti
   // signalled. The handler signals, then keeps running until the test thread has destroyed both:
   // whatever the gRPC thread does after user code returned must not touch them (ASan checks).
   // A raw gRPC server: the client's completion is then the only loop work in the process, so the
-  // gRPC thread that delivers it may always borrow the client's loop, which nobody else runs.
+  // gRPC thread that delivers it usually borrows the client's loop. It may also hand it to the
+  // loop's own thread (another thread still holds the process's borrow slot): the test thread
+  // runs the io_context while it waits, and a handler it runs itself cannot wait for itself.
   FixedReplyService service("{}");
   const RawServer raw(service, "127.0.0.1:0");
   constexpr int ROUNDS = 200;
+  const std::thread::id test_thread = std::this_thread::get_id();
   for (int round = 0; round < ROUNDS; ++round) {
     auto context = std::make_unique<asio::io_context>();
     auto own = std::make_unique<rx::Client>(*context);
@@ -385,14 +389,23 @@ TEST_F(ClientTest, AClientAndItsIoContextMayBeDestroyedWhileTheLastCompletionSti
     std::shared_future<void> destroyed_future = destroyed.get_future().share();
     auto handler_returned = std::make_shared<std::promise<void>>();
     std::future<void> returned = handler_returned->get_future();
-    own->send(raw.target(), make_key(), with_id(round), rx::SendOptions{rx_test::DEFAULT_DEADLINE},
-              [&signalled, destroyed_future, handler_returned](grpc::Status status, json::object /*reply*/) {
-                signalled.set_value(std::move(status));
-                // Bounded: the test thread gives the signal right after destroying.
-                EXPECT_EQ(destroyed_future.wait_for(rx_test::HANG_GUARD), std::future_status::ready);
-                handler_returned->set_value();
-              });
-    const grpc::Status status = rx_test::wait_for(signalled.get_future(), "the completion to signal");
+    own->send(
+        raw.target(), make_key(), with_id(round), rx::SendOptions{rx_test::DEFAULT_DEADLINE},
+        [&signalled, destroyed_future, handler_returned, test_thread](grpc::Status status, json::object /*reply*/) {
+          signalled.set_value(std::move(status));
+          if (std::this_thread::get_id() != test_thread) {
+            // Bounded: the test thread gives the signal right after destroying.
+            EXPECT_EQ(destroyed_future.wait_for(rx_test::HANG_GUARD), std::future_status::ready);
+          }
+          handler_returned->set_value();
+        });
+    std::future<grpc::Status> signal = signalled.get_future();
+    const auto give_up = std::chrono::steady_clock::now() + rx_test::HANG_GUARD;
+    while (signal.wait_for(std::chrono::seconds(0)) != std::future_status::ready &&
+           std::chrono::steady_clock::now() < give_up) {
+      context->run_one_for(std::chrono::milliseconds(10));  // returns early once a handler ran
+    }
+    const grpc::Status status = rx_test::wait_for(signal, "the completion to signal");
     EXPECT_TRUE(status.ok()) << round << ": " << describe(status);
     own.reset();
     context.reset();

@@ -1,6 +1,7 @@
 // Lifetimes: Servers, Clients, Loops and io_contexts destroyed in the orders the headers allow,
 // with work still pending. Meant for AddressSanitizer (the CI runs this suite under it): without
 // it, a touch of freed memory may go unseen, so each test also checks what it can observe.
+#include "utils/context_runner.hpp"
 #include "utils/server_fixture.hpp"
 #include "utils/wait.hpp"
 
@@ -55,6 +56,7 @@ TEST(Lifetimes, ATimerOutlivingAServerWithItsOwnLoopCompletesSafelyOnTheIoContex
   TimerTask timer_task;
   std::future<std::tuple<grpc::Status, json::object>> reply;
   asio::io_context client_context;
+  const rx_test::ContextRunner client_runner(client_context);
   rx::Client client(client_context);
   {
     rx::Server server(context);

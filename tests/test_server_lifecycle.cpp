@@ -1,5 +1,6 @@
 // rx::Server's lifecycle: graceful and immediate shutdown from any thread (the loop included),
 // destruction from the loop, calls that are dropped unanswered, and task errors nobody heard of.
+#include "utils/context_runner.hpp"
 #include "utils/gate.hpp"
 #include "utils/payloads.hpp"
 #include "utils/run_coroutine.hpp"
@@ -275,6 +276,7 @@ TEST(ServerLifetime, AServerOwningItsLoopCanBeShutDownAndDestroyedWhileATaskAwai
     server.start();
     std::thread runner([&context] { context.run(); });
     asio::io_context client_context;
+    const rx_test::ContextRunner client_runner(client_context);
     rx::Client client(client_context);
     auto reply = client.send(server.target(), make_key(), with_id(1), rx::SendOptions{rx_test::DEFAULT_DEADLINE},
                              asio::use_future);
@@ -356,11 +358,16 @@ class DroppingService final : public remote_xcomm::v1::RemoteXComm::CallbackServ
  public:
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* context, const remote_xcomm::v1::SendRequest* /*request*/,
                                  remote_xcomm::v1::SendResponse* response) override {
-    rx::detail::PendingReplyPtr call(new rx::detail::UnarySendCall(context, response, 1024));
-    grpc::ServerUnaryReactor* const reactor = static_cast<rx::detail::UnarySendCall&>(*call).reactor();
+    auto* const send_call = new rx::detail::UnarySendCall(context, response, 1024, loop_.get_executor());
+    rx::detail::PendingReplyPtr call(send_call);
+    grpc::ServerUnaryReactor* const reactor = send_call->reactor();
     call.reset();  // dropped unfinished
     return reactor;
   }
+
+ private:
+  asio::io_context context_;  // receives cancellation notices, if any; never run
+  rx::Loop loop_{context_};
 };
 
 TEST(UnarySendCall, ACallDroppedUnansweredFailsWithInternalAndTheServerStillShutsDown) {
@@ -373,6 +380,7 @@ TEST(UnarySendCall, ACallDroppedUnansweredFailsWithInternalAndTheServerStillShut
   ASSERT_NE(port, 0);
 
   asio::io_context client_context;
+  const rx_test::ContextRunner client_runner(client_context);
   rx::Client client(client_context);
   auto reply = client.send("127.0.0.1:" + std::to_string(port), make_key(), with_id(1),
                            rx::SendOptions{rx_test::DEFAULT_DEADLINE}, asio::use_future);

@@ -4,6 +4,7 @@
 #include <remote_xcomm/detail/endpoint_state.hpp>
 #include <remote_xcomm/error.hpp>
 #include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/request.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
 
 #include <boost/asio/async_result.hpp>
@@ -75,6 +76,29 @@ class Endpoint {
             } else {
               state->start_get(detail::EndpointState::GetHandler(std::move(handler)));
             }
+          });
+        },
+        token, state_);
+  }
+
+  /// Waits for the next request and hands it over as an rx::Request: its payload, deadline,
+  /// caller and cancellation, and the reply it is owed. The request layer under `get`/`push`:
+  /// nothing is held by the endpoint, the Request answers for itself (and fails its request with
+  /// INTERNAL if destroyed unanswered). The same queue feeds both; a request held through `get`
+  /// fails with INTERNAL when `next` is called, as with a second `get`.
+  ///
+  /// Completion signature: `void(boost::system::error_code, rx::Request)`. Completes at once
+  /// (posted) if a request is queued. Errors: `errc::get_already_pending` if a get or next is
+  /// waiting, `errc::endpoint_closed` after the endpoint was detached.
+  ///
+  /// Cancellation (any type): the wait ends with `asio::error::operation_aborted`; no request is
+  /// taken.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto next(CompletionToken&& token = {}) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Request)>(
+        [](auto handler, const std::shared_ptr<detail::EndpointState>& state) {
+          detail::on_endpoint_loop(state, [state, handler = std::move(handler)]() mutable {
+            state->start_next(detail::EndpointState::NextHandler(std::move(handler)));
           });
         },
         token, state_);

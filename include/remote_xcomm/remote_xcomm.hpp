@@ -6,5 +6,6 @@
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/error.hpp>
 #include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/request.hpp>
 #include <remote_xcomm/server.hpp>
 #include <remote_xcomm/task_instance_key.hpp>

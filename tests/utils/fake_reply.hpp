@@ -47,9 +47,12 @@ class FakeReply final : public rx::detail::PendingReply {
   [[nodiscard]] bool finished() const noexcept override { return finished_; }
   [[nodiscard]] bool cancelled() const override { return gave_up_ && !finished_; }
 
-  /// The caller gives up (cancels, or its deadline passes) and the transport finishes the request
-  /// with CANCELLED at once, as a reactor's OnCancel does.
-  void cancel_by_caller() { fail(grpc::Status(grpc::StatusCode::CANCELLED, "caller gave up")); }
+  using PendingReply::give_up;
+
+  /// The caller gives up (cancels, or its deadline passes) and the transport tells the loop at
+  /// once, as the Send reactor's OnCancel does: the request leaves its queue, finishes with
+  /// CANCELLED, and its holder's cancellation slot fires. Call on the loop.
+  void cancel_by_caller() { give_up(grpc::Status(grpc::StatusCode::CANCELLED, "caller gave up")); }
   /// The caller gives up and the request stays unfinished until the queue notices (cancelled()),
   /// as with gRPC's default reactor.
   void give_up() { gave_up_ = true; }

@@ -3,6 +3,7 @@
 
 #include <remote_xcomm/detail/pending_reply.hpp>
 #include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/request.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -50,9 +51,10 @@ struct QueuedRequest {
 /// request is waiting and no invocation is running; `get` hands it the oldest request and makes it
 /// the held one; `push` answers the held one. When an invocation ends, a request it still holds
 /// fails (INTERNAL), and if requests are still waiting the task is invoked again.
-class EndpointState : public std::enable_shared_from_this<EndpointState> {
+class EndpointState final : public std::enable_shared_from_this<EndpointState>, public RequestQueue {
  public:
   using GetHandler = boost::asio::any_completion_handler<void(boost::system::error_code, boost::json::object)>;
+  using NextHandler = boost::asio::any_completion_handler<void(boost::system::error_code, Request)>;
   using PushHandler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
   using Task = std::function<boost::asio::awaitable<void>(Endpoint)>;
   /// Told, on the loop, of an exception that ended an invocation and that no caller learned of
@@ -72,6 +74,7 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
 
   void start_get(GetHandler handler);
   void start_get(AwaitableGetHandler&& handler);
+  void start_next(NextHandler handler);
   void start_push(const boost::json::object& outputs, PushHandler handler);
   void start_push(const boost::json::object& outputs, AwaitablePushHandler&& handler);
 
@@ -84,6 +87,11 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   [[nodiscard]] std::size_t queued() const noexcept { return queue_.size(); }
   [[nodiscard]] bool holding_request() const noexcept { return held_ != nullptr; }
   [[nodiscard]] bool closed() const noexcept { return closed_; }
+  /// The status close() gave; only after close.
+  [[nodiscard]] const grpc::Status& close_status() const noexcept { return *close_status_; }
+
+  /// RequestQueue: a queued request whose caller gave up leaves at once.
+  void remove(PendingReply& request) noexcept override;
 
  private:
   // A completion decided inside an initiation (where Asio forbids completing inline), queued on
@@ -106,9 +114,14 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   void complete_later(AwaitableGetHandler&& handler, boost::system::error_code error, boost::json::object payload);
   void complete_later(PushHandler&& handler, boost::system::error_code error);
   void complete_later(AwaitablePushHandler&& handler, boost::system::error_code error);
+  void complete_later(NextHandler&& handler, boost::system::error_code error, Request request);
   void wait(GetHandler&& handler);
+  void wait(NextHandler&& handler);
   void wait(AwaitableGetHandler&& handler);
-  [[nodiscard]] bool waiting() const noexcept { return static_cast<bool>(waiter_) || awaiting_get_.has_value(); }
+  [[nodiscard]] bool waiting() const noexcept {
+    return static_cast<bool>(waiter_) || awaiting_get_.has_value() || static_cast<bool>(next_waiter_);
+  }
+  void enqueue(PendingReplyPtr&& reply, boost::json::object&& payload);
   void complete_waiter(boost::system::error_code error, boost::json::object&& payload);
   template <typename Handler>
   [[nodiscard]] bool can_complete_without_allocation(const Handler& handler) const;
@@ -127,6 +140,7 @@ class EndpointState : public std::enable_shared_from_this<EndpointState> {
   boost::container::devector<QueuedRequest> queue_;
   PendingReplyPtr held_;
   GetHandler waiter_;                                // a waiting get, any token
+  NextHandler next_waiter_;                          // a waiting next, any token
   std::optional<AwaitableGetHandler> awaiting_get_;  // a waiting get, from co_await
   DeferredCompletion deferred_;
   boost::asio::cancellation_signal invocation_cancel_;

@@ -1,0 +1,117 @@
+// The request object: a task's view of one request, over the transport's PendingReply.
+#include <remote_xcomm/endpoint.hpp>
+#include <remote_xcomm/error.hpp>
+#include <remote_xcomm/request.hpp>
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/system_executor.hpp>
+
+#include <utility>
+
+namespace rx {
+
+namespace asio = boost::asio;
+
+Request::Request(detail::PendingReplyPtr reply, boost::json::object payload,
+                 std::shared_ptr<detail::EndpointState> endpoint) noexcept
+    : reply_(std::move(reply)), payload_(std::move(payload)), endpoint_(std::move(endpoint)) {}
+
+Request& Request::operator=(Request&& other) noexcept {
+  if (this != &other) {
+    drop();
+    reply_ = std::move(other.reply_);
+    payload_ = std::move(other.payload_);
+    endpoint_ = std::move(other.endpoint_);
+    signal_ = std::move(other.signal_);
+  }
+  return *this;
+}
+
+Request::~Request() { drop(); }
+
+std::optional<std::chrono::system_clock::time_point> Request::deadline() const {
+  return reply_ ? reply_->deadline() : std::nullopt;
+}
+
+std::string Request::peer() const { return reply_ ? reply_->peer() : std::string(); }
+
+std::vector<std::pair<std::string, std::string>> Request::metadata() const {
+  return reply_ ? reply_->metadata() : std::vector<std::pair<std::string, std::string>>();
+}
+
+bool Request::cancelled() const { return reply_ && (reply_->caller_gave_up() || reply_->cancelled()); }
+
+asio::cancellation_slot Request::cancellation_slot() noexcept {
+  if (!signal_) {
+    try {
+      signal_ = std::make_shared<asio::cancellation_signal>();
+      if (reply_ && !reply_->finished()) {
+        reply_->cancellation_slot().assign([signal = signal_](asio::cancellation_type type) { signal->emit(type); });
+      }
+    } catch (...) {  // no memory: a slot that never fires, as an unconnected one
+      signal_.reset();
+      return {};
+    }
+  }
+  return signal_->slot();
+}
+
+void Request::start_reply(boost::json::object outputs, ReplyHandler handler) {
+  detail::PendingReplyPtr reply = std::move(reply_);
+  if (!endpoint_) {
+    // No loop to run on: through the system executor to the handler's own executor.
+    asio::post(asio::system_executor(),
+               asio::append(std::move(handler), boost::system::error_code(errc::no_request_held)));
+    return;
+  }
+  const std::shared_ptr<detail::EndpointState>& endpoint = endpoint_;
+  detail::on_endpoint_loop(endpoint, [endpoint, reply = std::move(reply), outputs = std::move(outputs),
+                                      handler = std::move(handler)]() mutable {
+    boost::system::error_code result;
+    if (!reply) {
+      result = errc::no_request_held;
+    } else if (endpoint->closed()) {
+      reply->fail(endpoint->close_status());
+      result = errc::endpoint_closed;
+    } else {
+      result = reply->reply(outputs);
+    }
+    asio::post(endpoint->executor(), asio::append(std::move(handler), result));
+  });
+}
+
+void Request::fail(grpc::Status status) {
+  detail::PendingReplyPtr reply = std::move(reply_);
+  if (!reply) {
+    return;
+  }
+  const std::shared_ptr<detail::EndpointState>& endpoint = endpoint_;
+  detail::on_endpoint_loop(endpoint, [endpoint, reply = std::move(reply), status = std::move(status)] {
+    reply->fail(endpoint->closed() ? endpoint->close_status() : status);
+  });
+}
+
+void Request::drop() noexcept {
+  if (!reply_) {
+    return;
+  }
+  detail::PendingReplyPtr reply = std::move(reply_);
+  try {
+    const std::shared_ptr<detail::EndpointState>& endpoint = endpoint_;
+    detail::on_endpoint_loop(endpoint, [endpoint, reply = std::move(reply)] {
+      if (reply->finished()) {
+        return;
+      }
+      reply->fail(endpoint->closed()
+                      ? endpoint->close_status()
+                      : grpc::Status(grpc::StatusCode::INTERNAL, "the task of endpoint " + to_string(endpoint->key()) +
+                                                                     " dropped the request without answering it"));
+    });
+  } catch (...) {
+    // No memory to queue the notice: the reference is dropped, and a transport finishes a request
+    // whose last reference goes (INTERNAL).
+  }
+}
+
+}  // namespace rx

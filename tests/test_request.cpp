@@ -337,6 +337,47 @@ TEST_F(RequestTest, ATaskDroppingItsRequestUnansweredFailsTheCallerWithInternal)
   EXPECT_NE(result.status.error_message().find("dropped the request"), std::string::npos) << describe(result.status);
 }
 
+TEST_F(RequestTest, RepliesRacingDeadlinesAndCancelsFinishEveryCallOnce) {
+  // Each call's deadline (1-4 ms) or the caller's cancel races the task's reply: OnCancel, the
+  // reply's Finish and OnDone meet on different threads in every order. Every call must end with
+  // one status, and the server must still shut down (TearDown). Meaningful under the sanitizers.
+  ASSERT_TRUE(server_.attach(make_key(), [](rx::Endpoint rx) -> asio::awaitable<void> {
+    for (;;) {
+      rx::Request request = co_await rx.next();
+      if (request.payload().at("id").as_int64() % 3 == 0) {
+        co_await asio::post(asio::use_awaitable);  // one more trip through the loop first
+      }
+      co_await request.reply(request.payload(), asio::as_tuple(asio::use_awaitable));
+    }
+  }));
+  constexpr int CALLS = 300;
+  std::vector<std::future<std::tuple<grpc::Status, json::object>>> replies;
+  std::vector<std::shared_ptr<asio::cancellation_signal>> cancels;
+  for (int call = 0; call < CALLS; ++call) {
+    if (call % 2 == 0) {
+      replies.push_back(send_async(make_key(), with_id(call), std::chrono::milliseconds(1 + call % 4)));
+      continue;
+    }
+    auto cancel = std::make_shared<asio::cancellation_signal>();
+    cancels.push_back(cancel);
+    replies.push_back(client_.send(server_.target(), make_key(), with_id(call),
+                                   rx::SendOptions{rx_test::DEFAULT_DEADLINE},
+                                   asio::bind_cancellation_slot(cancel->slot(), asio::use_future)));
+    asio::post(loop_.get_executor(), [cancel] { cancel->emit(asio::cancellation_type::terminal); });
+  }
+  for (auto& reply : replies) {
+    auto [status, body] = rx_test::wait_for(reply, "a call to end");
+    const grpc::StatusCode code = status.error_code();
+    EXPECT_TRUE(code == grpc::StatusCode::OK || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                code == grpc::StatusCode::CANCELLED)
+        << describe(status);
+  }
+  // The endpoint still serves after all that.
+  rx_test::SendResult last = send(make_key(), with_id(CALLS));
+  EXPECT_TRUE(last.status.ok()) << describe(last.status);
+  EXPECT_EQ(last.reply, with_id(CALLS));
+}
+
 TEST_F(RequestTest, ARequestHandedToAnotherThreadIsAnsweredFromThere) {
   // The task ends and hands its Request over; the test thread replies, which queues the answer
   // on the endpoint's loop.

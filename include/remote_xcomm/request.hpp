@@ -38,9 +38,11 @@ class EndpointState;
 /// }
 /// ```
 ///
-/// Thread safety: use it on its endpoint's loop (where the task runs), except `reply`, which may
-/// be initiated from any thread. Destroying a Request that was not answered fails its request
-/// with INTERNAL ("the task dropped the request"), so that no caller waits for nothing.
+/// Thread safety: use it on its endpoint's loop (where the task runs), except `reply` and `fail`,
+/// which may be called from any thread (they queue onto the loop). Destroying a Request that was
+/// not answered fails its request with INTERNAL ("the task dropped the request"), so that no
+/// caller waits for nothing. Like any Asio I/O object, a Request must not outlive the io_context
+/// of its endpoint's loop; it may outlive its endpoint, its Server and its Loop.
 class Request {
  public:
   Request() noexcept = default;

@@ -4,6 +4,7 @@
 
 #include "address.hpp"
 #include "codec.hpp"
+#include "tsan_annotations.hpp"
 #include "unary_send_call.hpp"
 
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
@@ -80,6 +81,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     PendingReplyPtr call(send_call);
     // Taken now. The reactor stays valid until gRPC's OnDone, however soon the loop answers.
     grpc::ServerUnaryReactor* const reactor = send_call->reactor();
+    handed_to_grpc(send_call);  // its reactions (OnCancel, OnDone) see it constructed
     if (stopping_.load(std::memory_order_acquire)) {
       call->fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
       return reactor;

@@ -1,6 +1,7 @@
 #include "unary_send_call.hpp"
 
 #include "codec.hpp"
+#include "tsan_annotations.hpp"
 
 #include <remote_xcomm/error.hpp>
 
@@ -40,9 +41,13 @@ void UnarySendCall::release_part() noexcept {
   }
 }
 
-void UnarySendCall::OnDone() { release_part(); }
+void UnarySendCall::OnDone() {
+  back_from_grpc(this);
+  release_part();
+}
 
 void UnarySendCall::OnCancel() {
+  back_from_grpc(this);
   // gRPC calls this at most once, before OnDone, on whichever thread saw the cancellation. No
   // reference left means the call is finished: nobody is left to tell.
   if (!try_add_reference()) {

@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -46,6 +47,14 @@ inline void call_back_from_grpc([[maybe_unused]] const void* call) noexcept {
 
 namespace asio = boost::asio;
 using Stub = remote_xcomm::v1::RemoteXComm::Stub;
+
+// One target's channel. Shared, so that a call whose start was deferred (see ClientImpl::complete)
+// can still be started after its Client was destroyed.
+struct TargetChannel : std::enable_shared_from_this<TargetChannel> {
+  explicit TargetChannel(std::string to) : target(std::move(to)) {}
+  std::string target;
+  std::unique_ptr<Stub> stub;
+};
 
 // Everything one call needs until its reply has been handed to the caller. It is also the loop
 // job that completes it, so a reply reaches a Loop's executor without another allocation.
@@ -101,7 +110,22 @@ struct SendCall final : LoopJob {
   // The outcome, written on the gRPC thread before the completion is handed off.
   grpc::Status status;
   boost::json::object reply;
+  // Set while the call waits in this thread's DeferredStarts.
+  std::shared_ptr<const TargetChannel> deferred_channel;
+  SendCall* next_start = nullptr;
 };
+
+// Sends made by completions that a gRPC thread runs on a loop it borrowed: their RPCs are started
+// by that thread once the loop's run is over, not inside it. Starting an RPC is most of a send's
+// cost; inside the run it spent the borrowed budget (BORROWED_LOOP_BUDGET) in a few completions,
+// after which the rest went to the loop's own thread, one wake each time. Outside, the loop stays
+// short and both pollers start RPCs, as a raw gRPC client does from its callbacks.
+struct DeferredStarts {
+  int depth = 0;  // ClientImpl::complete frames on this thread that will start what is queued
+  SendCall* first = nullptr;
+  SendCall* last = nullptr;
+};
+thread_local DeferredStarts deferred_starts;  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
 
 class ClientImpl {
  public:
@@ -127,15 +151,41 @@ class ClientImpl {
       // Emitted on the caller's executor; the call lives until its completion has cleared the slot there.
       slot.assign([context = &call->context](asio::cancellation_type /*type*/) { context->TryCancel(); });
     }
-    // The callback uses nothing of the Client: a Client destroyed with calls in flight is fine.
-    call_handed_to_grpc(call);
-    stub_for(target).async()->Send(&call->context, &call->request, &call->response,
-                                   [call](grpc::Status status) { complete(call, std::move(status)); });
+    TargetChannel& channel = channel_for(target);
+    DeferredStarts& starts = deferred_starts;
+    if (starts.depth > 0) {
+      call->deferred_channel = channel.shared_from_this();
+      (starts.last != nullptr ? starts.last->next_start : starts.first) = call;
+      starts.last = call;
+      return;
+    }
+    start(call, *channel.stub);
   }
 
   [[nodiscard]] const LoopExecutor& executor() const noexcept { return executor_; }
 
  private:
+  static void start(SendCall* call, Stub& stub) {
+    // The callback uses nothing of the Client: a Client destroyed with calls in flight is fine.
+    call_handed_to_grpc(call);
+    stub.async()->Send(&call->context, &call->request, &call->response,
+                       [call](grpc::Status status) { complete(call, std::move(status)); });
+  }
+
+  // Starts the calls deferred on this thread, in the order they were sent. Touches only the
+  // calls and the channels they hold, never a Client, a loop or an io_context.
+  static void start_deferred(DeferredStarts& starts) {
+    while (SendCall* call = starts.first) {
+      starts.first = call->next_start;
+      if (starts.first == nullptr) {
+        starts.last = nullptr;
+      }
+      call->next_start = nullptr;
+      const std::shared_ptr<const TargetChannel> channel = std::move(call->deferred_channel);
+      start(call, *channel->stub);  // the call may be complete and freed once this returns
+    }
+  }
+
   // Runs on a gRPC thread. Decodes the reply there, off the loop, then hands it to the caller.
   static void complete(SendCall* raw_call, grpc::Status status) {
     call_back_from_grpc(raw_call);
@@ -148,6 +198,20 @@ class ClientImpl {
     // the completion may have run user code: no executor copy lives in this frame.
     if (call->loop_work) {
       const LoopExecutor& loop = *call->loop_work;  // read by hand_off_job before it runs anything
+      // Sends from the completions this thread runs now are started after the run (see
+      // DeferredStarts); this thread's own memory is all that is touched after user code.
+      DeferredStarts& starts = deferred_starts;
+      struct StartAfterRun {
+        DeferredStarts& starts;
+        explicit StartAfterRun(DeferredStarts& s) noexcept : starts(s) { ++starts.depth; }
+        StartAfterRun(const StartAfterRun&) = delete;
+        StartAfterRun& operator=(const StartAfterRun&) = delete;
+        ~StartAfterRun() {
+          if (--starts.depth == 0) {
+            start_deferred(starts);
+          }
+        }
+      } start_after_run(starts);
       hand_off_job(loop, call.release());
     } else {
       // An untracked copy outlives the call that execute() may free inline; destroying it
@@ -218,27 +282,22 @@ class ClientImpl {
     return true;
   }
 
-  struct Channel {
-    std::string target;
-    std::unique_ptr<Stub> stub;
-  };
-
   // Lock-free for a send to the same target as the last new channel's or the last lookup's (one
   // server per Client is the common case); other targets take the mutex.
-  Stub& stub_for(std::string_view target) {
-    if (const Channel* last = last_.load(std::memory_order_acquire); last != nullptr && last->target == target) {
-      return *last->stub;
+  TargetChannel& channel_for(std::string_view target) {
+    if (TargetChannel* last = last_.load(std::memory_order_acquire); last != nullptr && last->target == target) {
+      return *last;
     }
     const std::lock_guard lock(stubs_mutex_);
     auto it = stubs_.find(target);
     if (it == stubs_.end()) {
-      auto channel = std::make_unique<Channel>(Channel{std::string(target), nullptr});
+      auto channel = std::make_shared<TargetChannel>(std::string(target));
       channel->stub = remote_xcomm::v1::RemoteXComm::NewStub(
           grpc::CreateCustomChannel(channel->target, grpc::InsecureChannelCredentials(), channel_arguments()));
       it = stubs_.emplace(channel->target, std::move(channel)).first;
     }
     last_.store(it->second.get(), std::memory_order_release);
-    return *it->second->stub;
+    return *it->second;
   }
 
   // The user's channel arguments, plus the message limits unless the user set them.
@@ -270,9 +329,9 @@ class ClientImpl {
   std::unique_ptr<Loop> owned_loop_;
   LoopExecutor executor_;
   ClientOptions options_;
-  std::atomic<const Channel*> last_{nullptr};
+  std::atomic<TargetChannel*> last_{nullptr};
   std::mutex stubs_mutex_;
-  std::unordered_map<std::string, std::unique_ptr<Channel>, StringHash, std::equal_to<>> stubs_;
+  std::unordered_map<std::string, std::shared_ptr<TargetChannel>, StringHash, std::equal_to<>> stubs_;
 };
 
 }  // namespace detail

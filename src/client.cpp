@@ -9,6 +9,7 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/prefer.hpp>
+#include <boost/json/parser.hpp>
 
 #include <grpc/grpc.h>
 #include <grpcpp/create_channel.h>
@@ -17,6 +18,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -46,10 +48,20 @@ inline void call_back_from_grpc([[maybe_unused]] const void* call) noexcept {
 namespace asio = boost::asio;
 using Stub = remote_xcomm::v1::RemoteXComm::Stub;
 
-// Everything one call needs until its reply has been handed to the caller.
-struct SendCall {
+// One target's channel. Shared, so that a call whose start was deferred (see ClientImpl::complete)
+// can still be started after its Client was destroyed.
+struct TargetChannel : std::enable_shared_from_this<TargetChannel> {
+  explicit TargetChannel(std::string to) : target(std::move(to)) {}
+  std::string target;
+  std::unique_ptr<Stub> stub;
+};
+
+// Everything one call needs until its reply has been handed to the caller. It is also the loop
+// job that completes it, so a reply reaches a Loop's executor without another allocation.
+struct SendCall final : LoopJob {
   SendCall(Client::SendHandler h, const LoopExecutor* loop, std::size_t depth)
       : handler(std::move(h)), max_depth(depth) {
+    invoke = &invoke_job;
     // Keeps the caller's executor (and so its io_context) from running out of work while the
     // reply is on its way. Released only after the handler has run, as an io_context counts a
     // handler as work until it returns.
@@ -57,6 +69,33 @@ struct SendCall {
       loop_work.emplace(asio::prefer(*loop, asio::execution::outstanding_work.tracked));
     } else {
       other_work = asio::prefer(asio::get_associated_executor(handler), asio::execution::outstanding_work.tracked);
+    }
+  }
+
+  // The completion, run on the caller's executor. Takes everything it still needs out of the
+  // call and frees it before running the handler, so nothing of the call is touched once user
+  // code has run; the tracked work outlives the handler's run.
+  static void finish(std::unique_ptr<SendCall> call) {
+    Client::SendHandler handler;
+    handler.swap(call->handler);  // swap, not move-assign: chriskohlhoff/asio#1180
+    // The slot's handler points into the call; it may only be cleared here, on the handler's executor.
+    if (handler.get_cancellation_slot().is_connected()) {
+      handler.get_cancellation_slot().clear();
+    }
+    std::optional<LoopExecutor> work_on_loop = std::move(call->loop_work);
+    asio::any_completion_executor work_elsewhere = std::move(call->other_work);
+    grpc::Status outcome = std::move(call->status);
+    boost::json::object result = std::move(call->reply);
+    call.reset();
+    std::move(handler)(std::move(outcome), std::move(result));
+    // work_on_loop / work_elsewhere are released here, still inside the executor's run of this job.
+  }
+
+  // The LoopJob: `run` false only frees the call (its io_context is being destroyed).
+  static void invoke_job(LoopJob* job, bool run) {
+    std::unique_ptr<SendCall> call(static_cast<SendCall*>(job));
+    if (run) {
+      finish(std::move(call));
     }
   }
 
@@ -68,40 +107,25 @@ struct SendCall {
   // Exactly one of the two is set: the handler's executor when it is a Loop's, else any other.
   std::optional<LoopExecutor> loop_work;
   asio::any_completion_executor other_work;
+  // The outcome, written on the gRPC thread before the completion is handed off.
+  grpc::Status status;
+  boost::json::object reply;
+  // Set while the call waits in this thread's DeferredStarts.
+  std::shared_ptr<const TargetChannel> deferred_channel;
+  SendCall* next_start = nullptr;
 };
 
-// The completion of one call, run on the caller's executor. Owns everything it uses: the call,
-// the outcome and the tracked work, so the thread that hands it off touches nothing afterwards.
-class SendCompletion {
- public:
-  SendCompletion(std::unique_ptr<SendCall> call, grpc::Status status, boost::json::object reply) noexcept
-      : call_(std::move(call)), status_(std::move(status)), reply_(std::move(reply)) {}
-  SendCompletion(SendCompletion&&) noexcept = default;
-  SendCompletion& operator=(SendCompletion&&) = delete;
-  SendCompletion(const SendCompletion&) = delete;
-  SendCompletion& operator=(const SendCompletion&) = delete;
-  ~SendCompletion() = default;
-
-  void operator()() {
-    Client::SendHandler handler;
-    handler.swap(call_->handler);  // swap, not move-assign: chriskohlhoff/asio#1180
-    // The slot's handler points into the call; it may only be cleared here, on the handler's executor.
-    if (handler.get_cancellation_slot().is_connected()) {
-      handler.get_cancellation_slot().clear();
-    }
-    // The work outlives the handler's run (see SendCall); the call itself goes first.
-    std::optional<LoopExecutor> loop_work = std::move(call_->loop_work);
-    asio::any_completion_executor other_work = std::move(call_->other_work);
-    call_.reset();
-    std::move(handler)(std::move(status_), std::move(reply_));
-    // loop_work / other_work are released here, still inside the executor's run of this job.
-  }
-
- private:
-  std::unique_ptr<SendCall> call_;
-  grpc::Status status_;
-  boost::json::object reply_;
+// Sends made by completions that a gRPC thread runs on a loop it borrowed: their RPCs are started
+// by that thread once the loop's run is over, not inside it. Starting an RPC is most of a send's
+// cost; inside the run it spent the borrowed budget (BORROWED_LOOP_BUDGET) in a few completions,
+// after which the rest went to the loop's own thread, one wake each time. Outside, the loop stays
+// short and both pollers start RPCs, as a raw gRPC client does from its callbacks.
+struct DeferredStarts {
+  int depth = 0;  // ClientImpl::complete frames on this thread that will start what is queued
+  SendCall* first = nullptr;
+  SendCall* last = nullptr;
 };
+thread_local DeferredStarts deferred_starts;  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
 
 class ClientImpl {
  public:
@@ -110,11 +134,11 @@ class ClientImpl {
         executor_((loop != nullptr ? loop : owned_loop_.get())->get_executor()),
         options_(std::move(options)) {}
 
-  void start_send(std::string_view target, const TaskInstanceKey& key, const boost::json::object& payload,
+  void start_send(std::string_view target, const TaskInstanceKey& key, std::string payload_json,
                   const SendOptions& options, const LoopExecutor* loop, Client::SendHandler handler) {
     auto* call = new SendCall(std::move(handler), loop, options_.max_json_depth);
     to_proto(key, *call->request.mutable_key());
-    call->request.set_payload_json(serialize_json(payload));
+    call->request.set_payload_json(std::move(payload_json));
     if (options.timeout) {
       call->context.set_deadline(std::chrono::system_clock::now() + *options.timeout);
     }
@@ -127,71 +151,153 @@ class ClientImpl {
       // Emitted on the caller's executor; the call lives until its completion has cleared the slot there.
       slot.assign([context = &call->context](asio::cancellation_type /*type*/) { context->TryCancel(); });
     }
-    // The callback uses nothing of the Client: a Client destroyed with calls in flight is fine.
-    call_handed_to_grpc(call);
-    stub_for(target).async()->Send(&call->context, &call->request, &call->response,
-                                   [call](grpc::Status status) { complete(call, std::move(status)); });
+    TargetChannel& channel = channel_for(target);
+    DeferredStarts& starts = deferred_starts;
+    if (starts.depth > 0) {
+      call->deferred_channel = channel.shared_from_this();
+      (starts.last != nullptr ? starts.last->next_start : starts.first) = call;
+      starts.last = call;
+      return;
+    }
+    start(call, *channel.stub);
   }
 
   [[nodiscard]] const LoopExecutor& executor() const noexcept { return executor_; }
 
  private:
+  static void start(SendCall* call, Stub& stub) {
+    // The callback uses nothing of the Client: a Client destroyed with calls in flight is fine.
+    call_handed_to_grpc(call);
+    stub.async()->Send(&call->context, &call->request, &call->response,
+                       [call](grpc::Status status) { complete(call, std::move(status)); });
+  }
+
+  // Starts the calls deferred on this thread, in the order they were sent. Touches only the
+  // calls and the channels they hold, never a Client, a loop or an io_context.
+  static void start_deferred(DeferredStarts& starts) {
+    while (SendCall* call = starts.first) {
+      starts.first = call->next_start;
+      if (starts.first == nullptr) {
+        starts.last = nullptr;
+      }
+      call->next_start = nullptr;
+      const std::shared_ptr<const TargetChannel> channel = std::move(call->deferred_channel);
+      start(call, *channel->stub);  // the call may be complete and freed once this returns
+    }
+  }
+
   // Runs on a gRPC thread. Decodes the reply there, off the loop, then hands it to the caller.
   static void complete(SendCall* raw_call, grpc::Status status) {
     call_back_from_grpc(raw_call);
     std::unique_ptr<SendCall> call(raw_call);
-    boost::json::object reply;
-    if (status.ok()) {
-      decode_reply(*call, status, reply);
+    call->status = std::move(status);
+    if (call->status.ok()) {
+      decode_reply(*call);
     }
-    // The completion owns the call; these references into it stay valid until it has run, and
-    // neither the hand-off nor execute() reads them after running it. Nothing here is touched
-    // once the completion may have run user code: no executor copy lives in this frame.
+    // The call is the job and owns everything the completion uses. Nothing here is touched once
+    // the completion may have run user code: no executor copy lives in this frame.
     if (call->loop_work) {
-      const LoopExecutor& loop = *call->loop_work;  // read by hand_off before it runs anything
-      hand_off(loop, SendCompletion(std::move(call), std::move(status), std::move(reply)));
+      const LoopExecutor& loop = *call->loop_work;  // read by hand_off_job before it runs anything
+      // Sends from the completions this thread runs now are started after the run (see
+      // DeferredStarts); this thread's own memory is all that is touched after user code.
+      DeferredStarts& starts = deferred_starts;
+      struct StartAfterRun {
+        DeferredStarts& starts;
+        explicit StartAfterRun(DeferredStarts& s) noexcept : starts(s) { ++starts.depth; }
+        StartAfterRun(const StartAfterRun&) = delete;
+        StartAfterRun& operator=(const StartAfterRun&) = delete;
+        ~StartAfterRun() {
+          if (--starts.depth == 0) {
+            start_deferred(starts);
+          }
+        }
+      } start_after_run(starts);
+      hand_off_job(loop, call.release());
     } else {
       // An untracked copy outlives the call that execute() may free inline; destroying it
       // touches no execution context.
       const asio::any_completion_executor executor =
           asio::prefer(call->other_work, asio::execution::outstanding_work.untracked);
-      executor.execute(SendCompletion(std::move(call), std::move(status), std::move(reply)));
+      executor.execute([call = std::move(call)]() mutable { SendCall::finish(std::move(call)); });
     }
   }
 
-  static void decode_reply(const SendCall& call, grpc::Status& status, boost::json::object& reply) {
+  // Parses the reply into `call.reply`, or fails the call with INTERNAL. The common case (a valid
+  // object) uses this thread's parser, kept between replies so that its construction and its
+  // stack are paid once; a reply that fails is parsed again by the codec for its exact error.
+  static void decode_reply(SendCall& call) {
+    const std::string& text = call.response.reply_json();
+    if (text.empty()) {
+      return;  // the empty object
+    }
+    if (parse_reply_fast(text, call.max_depth, call.reply)) {
+      return;
+    }
     std::string error;
     bool too_deep = false;
-    if (!parse_json_object(call.response.reply_json(), call.max_depth, reply, error, &too_deep)) {
-      status = too_deep ? grpc::Status(grpc::StatusCode::INTERNAL, "server sent a reply nested deeper than " +
-                                                                       std::to_string(call.max_depth) +
-                                                                       " levels (ClientOptions::max_json_depth)")
-                        : grpc::Status(grpc::StatusCode::INTERNAL,
-                                       "server sent a reply that is not a JSON object: " + error);
+    if (!parse_json_object(text, call.max_depth, call.reply, error, &too_deep)) {
+      call.status = too_deep ? grpc::Status(grpc::StatusCode::INTERNAL, "server sent a reply nested deeper than " +
+                                                                            std::to_string(call.max_depth) +
+                                                                            " levels (ClientOptions::max_json_depth)")
+                             : grpc::Status(grpc::StatusCode::INTERNAL,
+                                            "server sent a reply that is not a JSON object: " + error);
     }
   }
 
-  struct Channel {
-    std::string target;
-    std::unique_ptr<Stub> stub;
-  };
+  // The thread parser keeps the stack it grew for its largest reply; larger replies, whose parse
+  // dwarfs a parser's construction anyway, get a parser of their own.
+  static constexpr std::size_t LARGEST_REPLY_FOR_THREAD_PARSER = 64 * 1024;
+
+  // True when `text` is one JSON object within `max_depth` with finite numbers, now in `out`.
+  static bool parse_reply_fast(std::string_view text, std::size_t max_depth, boost::json::object& out) {
+    if (text.size() > LARGEST_REPLY_FOR_THREAD_PARSER) {
+      return false;
+    }
+    struct ThreadParser {
+      explicit ThreadParser(std::size_t depth) : max_depth(depth), parser({}, options(depth)) {}
+      static boost::json::parse_options options(std::size_t depth) {
+        boost::json::parse_options options;
+        options.max_depth = depth;
+        return options;
+      }
+      std::size_t max_depth;
+      boost::json::parser parser;
+    };
+    thread_local std::optional<ThreadParser> cached;
+    if (!cached || cached->max_depth != max_depth) {
+      cached.emplace(max_depth);
+    }
+    boost::json::parser& parser = cached->parser;
+    parser.reset();  // the reply's memory comes from the default resource, as the codec's
+    boost::system::error_code ec;
+    parser.write(text.data(), text.size(), ec);
+    if (ec) {
+      return false;
+    }
+    boost::json::value value = parser.release();
+    if (!value.is_object() || !all_numbers_finite(value)) {
+      return false;
+    }
+    out = std::move(value.get_object());
+    return true;
+  }
 
   // Lock-free for a send to the same target as the last new channel's or the last lookup's (one
   // server per Client is the common case); other targets take the mutex.
-  Stub& stub_for(std::string_view target) {
-    if (const Channel* last = last_.load(std::memory_order_acquire); last != nullptr && last->target == target) {
-      return *last->stub;
+  TargetChannel& channel_for(std::string_view target) {
+    if (TargetChannel* last = last_.load(std::memory_order_acquire); last != nullptr && last->target == target) {
+      return *last;
     }
     const std::lock_guard lock(stubs_mutex_);
     auto it = stubs_.find(target);
     if (it == stubs_.end()) {
-      auto channel = std::make_unique<Channel>(Channel{std::string(target), nullptr});
+      auto channel = std::make_shared<TargetChannel>(std::string(target));
       channel->stub = remote_xcomm::v1::RemoteXComm::NewStub(
           grpc::CreateCustomChannel(channel->target, grpc::InsecureChannelCredentials(), channel_arguments()));
       it = stubs_.emplace(channel->target, std::move(channel)).first;
     }
     last_.store(it->second.get(), std::memory_order_release);
-    return *it->second->stub;
+    return *it->second;
   }
 
   // The user's channel arguments, plus the message limits unless the user set them.
@@ -223,9 +329,9 @@ class ClientImpl {
   std::unique_ptr<Loop> owned_loop_;
   LoopExecutor executor_;
   ClientOptions options_;
-  std::atomic<const Channel*> last_{nullptr};
+  std::atomic<TargetChannel*> last_{nullptr};
   std::mutex stubs_mutex_;
-  std::unordered_map<std::string, std::unique_ptr<Channel>, StringHash, std::equal_to<>> stubs_;
+  std::unordered_map<std::string, std::shared_ptr<TargetChannel>, StringHash, std::equal_to<>> stubs_;
 };
 
 }  // namespace detail
@@ -241,9 +347,11 @@ Client::~Client() = default;
 
 Client::executor_type Client::get_executor() const noexcept { return executor_; }
 
-void Client::start_send(std::string_view target, const TaskInstanceKey& key, const boost::json::object& payload,
+std::string Client::encode_payload(const boost::json::object& payload) { return detail::serialize_json(payload); }
+
+void Client::start_send(std::string_view target, const TaskInstanceKey& key, std::string payload_json,
                         const SendOptions& options, const LoopExecutor* loop, SendHandler handler) {
-  impl_->start_send(target, key, payload, options, loop, std::move(handler));
+  impl_->start_send(target, key, std::move(payload_json), options, loop, std::move(handler));
 }
 
 }  // namespace rx

@@ -414,6 +414,36 @@ TEST_F(ClientTest, AClientAndItsIoContextMayBeDestroyedWhileTheLastCompletionSti
   }
 }
 
+TEST_F(ClientTest, ASendFromACompletionThatThenDestroysTheClientStillCompletesExactlyOnce) {
+  // A completion run by a gRPC thread that borrowed the loop sends again: that RPC is started by
+  // the same thread once the loop's run is over, after the handler has destroyed the Client.
+  // With the fixture's loop thread running too, some rounds take that path and some do not.
+  FixedReplyService service("{}");
+  const RawServer raw(service, "127.0.0.1:0");
+  constexpr int ROUNDS = 50;
+  for (int round = 0; round < ROUNDS; ++round) {
+    auto client = std::make_unique<rx::Client>(loop_);
+    auto second_count = std::make_shared<std::atomic<int>>(0);
+    auto second = std::make_shared<std::promise<grpc::Status>>();
+    std::future<grpc::Status> second_done = second->get_future();
+    client->send(raw.target(), make_key(), with_id(round), rx::SendOptions{rx_test::DEFAULT_DEADLINE},
+                 [&client, &raw, round, second_count, second](const grpc::Status& status, json::object /*reply*/) {
+                   EXPECT_TRUE(status.ok()) << round << ": " << describe(status);
+                   client->send(raw.target(), make_key(), with_id(round), rx::SendOptions{rx_test::DEFAULT_DEADLINE},
+                                [second_count, second](grpc::Status again, json::object /*reply*/) {
+                                  if (second_count->fetch_add(1) == 0) {
+                                    second->set_value(std::move(again));
+                                  }
+                                });
+                   client.reset();
+                 });
+    const grpc::Status status = rx_test::wait_for(std::move(second_done), "the second send to complete");
+    EXPECT_TRUE(status.ok()) << round << ": " << describe(status);
+    EXPECT_EQ(client, nullptr);
+    EXPECT_EQ(second_count->load(), 1) << round;
+  }
+}
+
 TEST_F(ClientTest, AReplyThatIsNotAJsonObjectFailsWithInternal) {
   const rx_test::SendResult result = send_to_fixed_reply_server(client_, "[1, 2]");
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INTERNAL) << describe(result.status);

@@ -102,7 +102,8 @@ class Client {
   ~Client();
 
   /// Delivers `payload` to the endpoint `key` of the server at `target` (any gRPC target:
-  /// "host:port", "unix:/path") and waits for the task's reply.
+  /// "host:port", "unix:/path") and waits for the task's reply. `payload` is serialised before
+  /// send() returns, whatever the token: the caller may change or destroy it right after.
   ///
   /// Completion signature: `void(grpc::Status, boost::json::object reply)`; the reply is the
   /// object the task pushed when the status is OK, empty otherwise. With `co_await` it yields a
@@ -116,31 +117,37 @@ class Client {
   /// completes with CANCELLED, unless the reply was already on its way. The server drops the
   /// request, or if the task holds it, the task's push reports errc::request_cancelled.
   template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
-  auto send(std::string_view target, const TaskInstanceKey& key, boost::json::object payload, SendOptions options,
-            CompletionToken&& token = {}) {
+  auto send(std::string_view target, const TaskInstanceKey& key, const boost::json::object& payload,
+            SendOptions options, CompletionToken&& token = {}) {
+    // The payload is serialised here, once, whatever the token: a lazy token (deferred,
+    // use_awaitable) then stores the JSON text instead of a copy of the object, and the caller's
+    // object may change or go as soon as send() returns.
     return boost::asio::async_initiate<CompletionToken, void(grpc::Status, boost::json::object)>(
-        [this](auto handler, std::string_view to, const TaskInstanceKey& at, const boost::json::object& json,
+        [this](auto handler, std::string_view to, const TaskInstanceKey& at, std::string json,
                const SendOptions& with) {
           // Found here, on the handler's own type, so that the common case (a Loop's executor,
           // bare or inside any_io_executor) needs no type-erased executor.
           const auto executor = boost::asio::get_associated_executor(handler, executor_);
-          start_send(to, at, json, with, detail::loop_executor_of(executor), SendHandler(std::move(handler)));
+          start_send(to, at, std::move(json), with, detail::loop_executor_of(executor),
+                     SendHandler(std::move(handler)));
         },
-        token, std::string(target), key, std::move(payload), options);
+        token, std::string(target), key, encode_payload(payload), options);
   }
 
   /// send() with default SendOptions.
   template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
-  auto send(std::string_view target, const TaskInstanceKey& key, boost::json::object payload,
+  auto send(std::string_view target, const TaskInstanceKey& key, const boost::json::object& payload,
             CompletionToken&& token = {}) {
-    return send(target, key, std::move(payload), SendOptions{}, std::forward<CompletionToken>(token));
+    return send(target, key, payload, SendOptions{}, std::forward<CompletionToken>(token));
   }
 
   [[nodiscard]] executor_type get_executor() const noexcept;
 
  private:
+  // The JSON text send() puts on the wire for `payload`.
+  [[nodiscard]] static std::string encode_payload(const boost::json::object& payload);
   // `loop` is the handler's associated executor when it is a Loop's, else null.
-  void start_send(std::string_view target, const TaskInstanceKey& key, const boost::json::object& payload,
+  void start_send(std::string_view target, const TaskInstanceKey& key, std::string payload_json,
                   const SendOptions& options, const LoopExecutor* loop, SendHandler handler);
 
   std::unique_ptr<detail::ClientImpl> impl_;

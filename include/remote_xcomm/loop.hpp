@@ -31,6 +31,10 @@ void post_job(const LoopExecutor& executor, LoopJob* job);
 template <typename Function>
 void hand_off(const LoopExecutor& executor, Function&& function);
 
+/// hand_off() of a job the caller allocated (no allocation here), with the same rules: once the
+/// job may have run, the caller touches nothing; the job frees itself when invoked.
+void hand_off_job(const LoopExecutor& executor, LoopJob* job);
+
 /// Runs `function` on the loop and returns once it has run, blocking the calling thread: runs the
 /// loop's work on this thread whenever the loop is free (it would only wait otherwise), so it
 /// needs nobody to run the io_context. Inline when this thread is already running the loop.
@@ -143,6 +147,7 @@ class LoopExecutor {
  private:
   friend class Loop;
   friend void detail::post_job(const LoopExecutor& executor, detail::LoopJob* job);
+  friend void detail::hand_off_job(const LoopExecutor& executor, detail::LoopJob* job);
   friend bool detail::same_loop(const LoopExecutor& a, const LoopExecutor& b) noexcept;
   template <typename Function>
   friend void detail::hand_off(const LoopExecutor& executor, Function&& function);
@@ -177,6 +182,8 @@ class LoopExecutor {
 };
 
 inline void detail::post_job(const LoopExecutor& executor, LoopJob* job) { executor.core_->post(job); }
+
+inline void detail::hand_off_job(const LoopExecutor& executor, LoopJob* job) { executor.core_->hand_off(job); }
 
 inline bool detail::same_loop(const LoopExecutor& a, const LoopExecutor& b) noexcept { return a.core_ == b.core_; }
 

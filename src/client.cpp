@@ -2,6 +2,8 @@
 #include <remote_xcomm/client.hpp>
 
 #include "codec.hpp"
+#include "grpc_callback_threads.hpp"
+#include "tsan_annotations.hpp"
 
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
 
@@ -24,26 +26,8 @@
 #include <string>
 #include <unordered_map>
 
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#endif
-
 namespace rx {
 namespace detail {
-
-// Tells ThreadSanitizer what gRPC guarantees but cannot show it (Debian's gRPC is not
-// instrumented, so its internal synchronisation is invisible): a call's completion runs after
-// the Send() that started it, and sees everything written before it.
-inline void call_handed_to_grpc([[maybe_unused]] const void* call) noexcept {
-#if defined(__SANITIZE_THREAD__)
-  __tsan_release(const_cast<void*>(call));  // NOLINT(cppcoreguidelines-pro-type-const-cast): TSan's C API
-#endif
-}
-inline void call_back_from_grpc([[maybe_unused]] const void* call) noexcept {
-#if defined(__SANITIZE_THREAD__)
-  __tsan_acquire(const_cast<void*>(call));  // NOLINT(cppcoreguidelines-pro-type-const-cast): TSan's C API
-#endif
-}
 
 namespace asio = boost::asio;
 using Stub = remote_xcomm::v1::RemoteXComm::Stub;
@@ -132,7 +116,9 @@ class ClientImpl {
   ClientImpl(Loop* loop, std::unique_ptr<Loop> owned, ClientOptions options)
       : owned_loop_(std::move(owned)),
         executor_((loop != nullptr ? loop : owned_loop_.get())->get_executor()),
-        options_(std::move(options)) {}
+        options_(std::move(options)) {
+    hold_grpc_callback_threads();  // this Client's channels may be freed on gRPC's threads
+  }
 
   void start_send(std::string_view target, const TaskInstanceKey& key, std::string payload_json,
                   const SendOptions& options, const LoopExecutor* loop, Client::SendHandler handler) {
@@ -167,7 +153,7 @@ class ClientImpl {
  private:
   static void start(SendCall* call, Stub& stub) {
     // The callback uses nothing of the Client: a Client destroyed with calls in flight is fine.
-    call_handed_to_grpc(call);
+    handed_to_grpc(call);
     stub.async()->Send(&call->context, &call->request, &call->response,
                        [call](grpc::Status status) { complete(call, std::move(status)); });
   }
@@ -188,7 +174,7 @@ class ClientImpl {
 
   // Runs on a gRPC thread. Decodes the reply there, off the loop, then hands it to the caller.
   static void complete(SendCall* raw_call, grpc::Status status) {
-    call_back_from_grpc(raw_call);
+    back_from_grpc(raw_call);
     std::unique_ptr<SendCall> call(raw_call);
     call->status = std::move(status);
     if (call->status.ok()) {

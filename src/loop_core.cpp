@@ -186,12 +186,17 @@ void LoopCore::run_and_wait(LoopJob* job, LoopWaiter& waiter) {
 }
 
 void LoopCore::schedule_drain() noexcept {
-  if (drain_scheduled_.exchange(true, std::memory_order_seq_cst)) {
+  std::unique_lock lock(context_mutex_);
+  if (live_context_ == nullptr) {
+    // The io_context is shutting down: what is queued can never run. Destroy it now, while the
+    // io_context's services still exist (a job posted during the shutdown, such as the one an
+    // awaitable's destructor posts to destroy its frames, may own a timer), not with the core.
+    lock.unlock();
+    destroy_queued_if_idle();
     return;
   }
-  const std::lock_guard lock(context_mutex_);
-  if (live_context_ == nullptr) {
-    return;  // the io_context is going away; what is queued is destroyed with the core
+  if (drain_scheduled_.exchange(true, std::memory_order_seq_cst)) {
+    return;
   }
   try {
     // Cores live as long as the io_context, so `this` outlives every handler queued on it.
@@ -336,14 +341,26 @@ void LoopCore::detach_context() noexcept {
   }
   // Destroy what is queued now, while every service of the io_context still exists (a queued
   // coroutine frame may own a timer, whose destructor needs the timer service), as Asio's
-  // scheduler destroys its handlers at shutdown. Skipped if a borrowed thread holds the token:
-  // the core then destroys what is left when that thread lets it go.
-  bool expected = false;
-  if (!running_.compare_exchange_strong(expected, true, std::memory_order_seq_cst)) {
-    return;
+  // scheduler destroys its handlers at shutdown. Later posts are destroyed as they come
+  // (schedule_drain).
+  destroy_queued_if_idle();
+}
+
+void LoopCore::destroy_queued_if_idle() noexcept {
+  // Skipped if a thread holds the token (a borrowed thread still running loop work): it sees
+  // the queue again when it lets the token go, and schedule_drain brings it back here.
+  for (;;) {
+    bool expected = false;
+    if (!running_.compare_exchange_strong(expected, true, std::memory_order_seq_cst)) {
+      return;
+    }
+    destroy_queued();
+    running_.store(false, std::memory_order_seq_cst);
+    // A job pushed while we held the token found it taken and left it to us.
+    if (incoming_.load(std::memory_order_seq_cst) == nullptr) {
+      return;
+    }
   }
-  destroy_queued();
-  running_.store(false, std::memory_order_seq_cst);
 }
 
 }  // namespace rx::detail

@@ -4,6 +4,7 @@
 
 #include "address.hpp"
 #include "codec.hpp"
+#include "grpc_callback_threads.hpp"
 #include "tsan_annotations.hpp"
 #include "unary_send_call.hpp"
 
@@ -59,6 +60,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       throw std::logic_error(phase_ == Phase::serving ? "rx::Server::start() called twice"
                                                       : "rx::Server::start() called after shutdown");
     }
+    hold_grpc_callback_threads();  // the Server may be destroyed on one of gRPC's threads
     grpc::ServerBuilder builder;
     builder.AddListeningPort(host_port(options_.host, options_.port), grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(this);

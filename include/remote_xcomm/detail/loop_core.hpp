@@ -127,6 +127,7 @@ class LoopCore : public std::enable_shared_from_this<LoopCore> {
 
   void push(LoopJob* job) noexcept;
   void destroy_queued() noexcept;
+  void destroy_queued_if_idle() noexcept;
   void run_pending(Runner runner, const LoopWaiter* waiter = nullptr);
   static bool budget_reached(Runner runner, std::chrono::steady_clock::time_point started, int jobs,
                              const LoopWaiter* waiter) noexcept;

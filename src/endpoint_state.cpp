@@ -104,8 +104,7 @@ void EndpointState::complete_later(GetHandler&& handler, error_code error, boost
 
 void EndpointState::complete_later(AwaitableGetHandler&& handler, error_code error, boost::json::object payload) {
   deferred_.handler.emplace<AwaitableGetHandler>(std::move(handler));
-  deferred_.error_value = error.value();
-  deferred_.error_category = &error.category();
+  deferred_.error = error;
   deferred_.payload = std::move(payload);
   deferred_.keep_alive = shared_from_this();
   post_job(executor_, &deferred_);
@@ -117,8 +116,7 @@ void EndpointState::complete_later(PushHandler&& handler, error_code error) {
 
 void EndpointState::complete_later(AwaitablePushHandler&& handler, error_code error) {
   deferred_.handler.emplace<AwaitablePushHandler>(std::move(handler));
-  deferred_.error_value = error.value();
-  deferred_.error_category = &error.category();
+  deferred_.error = error;
   deferred_.keep_alive = shared_from_this();
   post_job(executor_, &deferred_);
 }
@@ -130,19 +128,18 @@ void EndpointState::complete_later(NextHandler&& handler, error_code error, Requ
 void EndpointState::DeferredCompletion::invoke_deferred(LoopJob* job, bool run) {
   auto* self = static_cast<DeferredCompletion*>(job);
   const std::shared_ptr<EndpointState> keep_alive = std::move(self->keep_alive);
-  const error_code error(self->error_value, *self->error_category);
   // Move the handler out first: resuming the coroutine may queue the next deferred completion.
   if (auto* const get = std::get_if<AwaitableGetHandler>(&self->handler)) {
     AwaitableGetHandler handler(std::move(*get));
     self->handler.emplace<std::monostate>();
     if (run) {
-      std::move(handler)(error, std::move(self->payload));
+      std::move(handler)(self->error, std::move(self->payload));
     }
   } else if (auto* const push = std::get_if<AwaitablePushHandler>(&self->handler)) {
     AwaitablePushHandler handler(std::move(*push));
     self->handler.emplace<std::monostate>();
     if (run) {
-      std::move(handler)(error);
+      std::move(handler)(self->error);
     }
   }
 }

@@ -105,9 +105,7 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
     [[nodiscard]] bool busy() const noexcept { return handler.index() != 0; }
     std::shared_ptr<EndpointState> keep_alive;  // set while queued
     std::variant<std::monostate, AwaitableGetHandler, AwaitablePushHandler> handler;
-    // The error as value and category: error_code's source location is never set here.
-    int error_value = 0;
-    const boost::system::error_category* error_category = nullptr;
+    boost::system::error_code error;
     boost::json::object payload;
   };
 

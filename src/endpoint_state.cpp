@@ -500,7 +500,10 @@ void EndpointState::close(const grpc::Status& status) {
     }
   }
   if (invocation_running_) {
-    invocation_cancel_.emit(asio::cancellation_type::all);
+    // On the loop, at once when this thread runs it: what Asio's co_spawn does when the completion
+    // handler has an executor. InvocationEnd has none (to keep co_spawn's handler small), so the
+    // dispatch is done here.
+    asio::dispatch(executor_, [signal = &invocation_cancel_] { signal->emit(asio::cancellation_type::all); });
   }
 }
 

@@ -4,7 +4,6 @@
 #include <remote_xcomm/error.hpp>
 
 #include <boost/asio/append.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/error.hpp>
@@ -13,6 +12,7 @@
 
 #include <string>
 #include <utility>
+#include <variant>
 
 namespace rx::detail {
 namespace {
@@ -47,6 +47,22 @@ bool caller_has_heard(const std::exception_ptr& error) {
 
 }  // namespace
 
+class EndpointState::InvocationEnd {
+ public:
+  using cancellation_slot_type = asio::cancellation_slot;
+
+  InvocationEnd(std::shared_ptr<EndpointState> self, asio::cancellation_slot slot) noexcept
+      : self_(std::move(self)), slot_(slot) {}
+
+  [[nodiscard]] cancellation_slot_type get_cancellation_slot() const noexcept { return slot_; }
+
+  void operator()(const std::exception_ptr& error) { self_->on_invocation_end(error); }
+
+ private:
+  std::shared_ptr<EndpointState> self_;
+  asio::cancellation_slot slot_;
+};
+
 EndpointState::EndpointState(LoopExecutor executor, TaskInstanceKey key, Task task,
                              std::shared_ptr<const TaskErrorHook> on_task_error)
     : executor_(std::move(executor)),
@@ -54,7 +70,6 @@ EndpointState::EndpointState(LoopExecutor executor, TaskInstanceKey key, Task ta
       task_(std::move(task)),
       on_task_error_(std::move(on_task_error)) {
   deferred_.invoke = &DeferredCompletion::invoke_deferred;
-  deferred_.owner = this;
 }
 
 EndpointState::~EndpointState() {
@@ -75,7 +90,7 @@ template <typename Handler>
 bool EndpointState::can_complete_without_allocation(const Handler& handler) const {
   // The coroutine must belong to this loop (so resuming it here is resuming it on its executor)
   // and the one deferred slot must be free; otherwise the generic path is taken.
-  if (deferred_.get || deferred_.push) {
+  if (deferred_.busy()) {
     return false;
   }
   const auto executor = handler.get_executor();
@@ -88,7 +103,7 @@ void EndpointState::complete_later(GetHandler&& handler, error_code error, boost
 }
 
 void EndpointState::complete_later(AwaitableGetHandler&& handler, error_code error, boost::json::object payload) {
-  deferred_.get.emplace(std::move(handler));
+  deferred_.handler.emplace<AwaitableGetHandler>(std::move(handler));
   deferred_.error = error;
   deferred_.payload = std::move(payload);
   deferred_.keep_alive = shared_from_this();
@@ -100,7 +115,7 @@ void EndpointState::complete_later(PushHandler&& handler, error_code error) {
 }
 
 void EndpointState::complete_later(AwaitablePushHandler&& handler, error_code error) {
-  deferred_.push.emplace(std::move(handler));
+  deferred_.handler.emplace<AwaitablePushHandler>(std::move(handler));
   deferred_.error = error;
   deferred_.keep_alive = shared_from_this();
   post_job(executor_, &deferred_);
@@ -114,15 +129,15 @@ void EndpointState::DeferredCompletion::invoke_deferred(LoopJob* job, bool run) 
   auto* self = static_cast<DeferredCompletion*>(job);
   const std::shared_ptr<EndpointState> keep_alive = std::move(self->keep_alive);
   // Move the handler out first: resuming the coroutine may queue the next deferred completion.
-  if (self->get) {
-    AwaitableGetHandler handler(std::move(*self->get));
-    self->get.reset();
+  if (auto* const get = std::get_if<AwaitableGetHandler>(&self->handler)) {
+    AwaitableGetHandler handler(std::move(*get));
+    self->handler.emplace<std::monostate>();
     if (run) {
       std::move(handler)(self->error, std::move(self->payload));
     }
-  } else if (self->push) {
-    AwaitablePushHandler handler(std::move(*self->push));
-    self->push.reset();
+  } else if (auto* const push = std::get_if<AwaitablePushHandler>(&self->handler)) {
+    AwaitablePushHandler handler(std::move(*push));
+    self->handler.emplace<std::monostate>();
     if (run) {
       std::move(handler)(self->error);
     }
@@ -136,15 +151,17 @@ void EndpointState::wait(GetHandler&& handler) {
     // must not clear its own slot; the slot may outlive this endpoint, hence the weak reference.
     slot.assign([weak = weak_from_this()](asio::cancellation_type /*type*/) {
       const auto self = weak.lock();
-      if (!self || !self->waiter_) {
+      GetHandler* const waiter = self ? std::get_if<GetHandler>(&self->waiter_) : nullptr;
+      if (waiter == nullptr) {
         return;
       }
       GetHandler cancelled;
-      cancelled.swap(self->waiter_);
+      cancelled.swap(*waiter);
+      self->waiter_.emplace<std::monostate>();
       self->complete_later(std::move(cancelled), asio::error::operation_aborted, {});
     });
   }
-  waiter_.swap(handler);  // never move-assign any_completion_handler (asio#1180)
+  waiter_.emplace<GetHandler>().swap(handler);  // never move-assign any_completion_handler (asio#1180)
 }
 
 void EndpointState::wait(NextHandler&& handler) {
@@ -153,15 +170,17 @@ void EndpointState::wait(NextHandler&& handler) {
     // As for a waiting get: on the loop, through a weak reference, never clearing its own slot.
     slot.assign([weak = weak_from_this()](asio::cancellation_type /*type*/) {
       const auto self = weak.lock();
-      if (!self || !self->next_waiter_) {
+      NextHandler* const waiter = self ? std::get_if<NextHandler>(&self->waiter_) : nullptr;
+      if (waiter == nullptr) {
         return;
       }
       NextHandler cancelled;
-      cancelled.swap(self->next_waiter_);
+      cancelled.swap(*waiter);
+      self->waiter_.emplace<std::monostate>();
       self->complete_later(std::move(cancelled), asio::error::operation_aborted, {});
     });
   }
-  next_waiter_.swap(handler);  // never move-assign any_completion_handler (asio#1180)
+  waiter_.emplace<NextHandler>().swap(handler);  // never move-assign any_completion_handler (asio#1180)
 }
 
 void EndpointState::wait(AwaitableGetHandler&& handler) {
@@ -170,33 +189,35 @@ void EndpointState::wait(AwaitableGetHandler&& handler) {
     // The coroutine's slot is cleared when the coroutine resumes, and the coroutine keeps this
     // endpoint alive through its rx::Endpoint, so `this` is safe here.
     slot.assign([this](asio::cancellation_type /*type*/) {
-      if (!awaiting_get_) {
+      auto* const waiter = std::get_if<AwaitableGetHandler>(&waiter_);
+      if (waiter == nullptr) {
         return;
       }
-      AwaitableGetHandler cancelled(std::move(*awaiting_get_));
-      awaiting_get_.reset();
-      if (deferred_.get || deferred_.push) {
+      AwaitableGetHandler cancelled(std::move(*waiter));
+      waiter_.emplace<std::monostate>();
+      if (deferred_.busy()) {
         complete_later(GetHandler(std::move(cancelled)), asio::error::operation_aborted, {});
       } else {
         complete_later(std::move(cancelled), asio::error::operation_aborted, {});
       }
     });
   }
-  awaiting_get_.emplace(std::move(handler));
+  waiter_.emplace<AwaitableGetHandler>(std::move(handler));
 }
 
 void EndpointState::complete_waiter(error_code error, boost::json::object&& payload) {
-  if (awaiting_get_) {
+  if (auto* const waiter = std::get_if<AwaitableGetHandler>(&waiter_)) {
     // Checked when it started waiting: this coroutine lives on this loop, which this thread is
     // running, so resuming it here is resuming it on its own executor.
-    AwaitableGetHandler handler(std::move(*awaiting_get_));
-    awaiting_get_.reset();
+    AwaitableGetHandler handler(std::move(*waiter));
+    waiter_.emplace<std::monostate>();
     handler.get_cancellation_slot().clear();
     std::move(handler)(error, std::move(payload));
     return;
   }
   GetHandler handler;
-  handler.swap(waiter_);
+  handler.swap(std::get<GetHandler>(waiter_));
+  waiter_.emplace<std::monostate>();
   handler.get_cancellation_slot().clear();
   // Runs inline when the handler's executor is this loop, which is the common case.
   asio::dispatch(asio::append(std::move(handler), error, std::move(payload)));
@@ -259,14 +280,24 @@ bool EndpointState::pop_live(QueuedRequest& out) {
     out = std::move(front);
     return true;
   }
+  release_queue_storage();
   return false;
 }
 
+void EndpointState::release_queue_storage() noexcept {
+  // An idle endpoint holds no queue storage. Not on the hot path: a request that finds its task
+  // waiting is handed over without entering the queue.
+  if (queue_.empty() && queue_.capacity() != 0) {
+    boost::container::devector<QueuedRequest>().swap(queue_);
+  }
+}
+
 void EndpointState::hand_to_waiter(PendingReplyPtr&& reply, boost::json::object&& payload) {
-  ++gets_in_invocation_;
-  if (next_waiter_) {
+  took_request_in_invocation_ = true;
+  if (auto* const waiter = std::get_if<NextHandler>(&waiter_)) {
     NextHandler handler;
-    handler.swap(next_waiter_);
+    handler.swap(*waiter);
+    waiter_.emplace<std::monostate>();
     handler.get_cancellation_slot().clear();
     Request request(std::move(reply), std::move(payload), shared_from_this());
     // Runs inline when the handler's executor is this loop, which is the common case.
@@ -295,7 +326,7 @@ void EndpointState::start_get_with(Handler handler) {
   QueuedRequest request;
   if (pop_live(request)) {
     held_ = std::move(request.reply);
-    ++gets_in_invocation_;
+    took_request_in_invocation_ = true;
     complete_later(std::move(handler), {}, std::move(request.payload));
     return;
   }
@@ -328,7 +359,7 @@ void EndpointState::start_next(NextHandler handler) {
   }
   QueuedRequest request;
   if (pop_live(request)) {
-    ++gets_in_invocation_;
+    took_request_in_invocation_ = true;
     complete_later(std::move(handler), {},
                    Request(std::move(request.reply), std::move(request.payload), shared_from_this()));
     return;
@@ -366,7 +397,7 @@ void EndpointState::start_push(const boost::json::object& outputs, AwaitablePush
 
 void EndpointState::start_invocation() {
   invocation_running_ = true;
-  gets_in_invocation_ = 0;
+  took_request_in_invocation_ = false;
   boost::asio::awaitable<void> invocation;
   try {
     invocation = task_(Endpoint(shared_from_this()));
@@ -377,10 +408,7 @@ void EndpointState::start_invocation() {
                [self = shared_from_this(), error = std::current_exception()] { self->on_invocation_end(error); });
     return;
   }
-  asio::co_spawn(executor_, std::move(invocation),
-                 asio::bind_cancellation_slot(
-                     invocation_cancel_.slot(),
-                     [self = shared_from_this()](const std::exception_ptr& error) { self->on_invocation_end(error); }));
+  asio::co_spawn(executor_, std::move(invocation), InvocationEnd(shared_from_this(), invocation_cancel_.slot()));
 }
 
 void EndpointState::on_invocation_end(const std::exception_ptr& error) {
@@ -392,7 +420,7 @@ void EndpointState::on_invocation_end(const std::exception_ptr& error) {
     held_->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
     held_.reset();
     caller_told = true;
-  } else if (gets_in_invocation_ == 0 && !closed_) {
+  } else if (!took_request_in_invocation_ && !closed_) {
     // The task ended without taking a request: fail the oldest so the endpoint always advances.
     QueuedRequest request;
     if (pop_live(request)) {
@@ -409,6 +437,8 @@ void EndpointState::on_invocation_end(const std::exception_ptr& error) {
   }
   if (!closed_ && !queue_.empty()) {
     start_invocation();
+  } else {
+    release_queue_storage();
   }
 }
 
@@ -447,30 +477,33 @@ void EndpointState::close(const grpc::Status& status) {
     request.reply->fail(status);
   }
   queued.clear();
-  if (waiter_) {
+  if (auto* const waiter = std::get_if<GetHandler>(&waiter_)) {
     GetHandler handler;
-    handler.swap(waiter_);
+    handler.swap(*waiter);
+    waiter_.emplace<std::monostate>();
     handler.get_cancellation_slot().clear();
     complete_later(std::move(handler), errc::endpoint_closed, {});
-  }
-  if (next_waiter_) {
+  } else if (auto* const waiter = std::get_if<NextHandler>(&waiter_)) {
     NextHandler handler;
-    handler.swap(next_waiter_);
+    handler.swap(*waiter);
+    waiter_.emplace<std::monostate>();
     handler.get_cancellation_slot().clear();
     complete_later(std::move(handler), errc::endpoint_closed, {});
-  }
-  if (awaiting_get_) {
-    AwaitableGetHandler handler(std::move(*awaiting_get_));
-    awaiting_get_.reset();
+  } else if (auto* const waiter = std::get_if<AwaitableGetHandler>(&waiter_)) {
+    AwaitableGetHandler handler(std::move(*waiter));
+    waiter_.emplace<std::monostate>();
     handler.get_cancellation_slot().clear();
-    if (deferred_.get || deferred_.push) {
+    if (deferred_.busy()) {
       complete_later(GetHandler(std::move(handler)), errc::endpoint_closed, {});
     } else {
       complete_later(std::move(handler), errc::endpoint_closed, {});
     }
   }
   if (invocation_running_) {
-    invocation_cancel_.emit(asio::cancellation_type::all);
+    // On the loop, at once when this thread runs it: what Asio's co_spawn does when the completion
+    // handler has an executor. InvocationEnd has none (to keep co_spawn's handler small), so the
+    // dispatch is done here.
+    asio::dispatch(executor_, [signal = &invocation_cancel_] { signal->emit(asio::cancellation_type::all); });
   }
 }
 

@@ -28,7 +28,7 @@
 #include <optional>
 #include <stdexcept>
 #include <thread>
-#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -36,6 +36,27 @@ namespace rx {
 namespace detail {
 
 namespace asio = boost::asio;
+
+// Hash and equality for the server's set of endpoints: an endpoint is found by its key's view.
+struct EndpointKeyHash {
+  using is_transparent = void;
+  [[nodiscard]] std::size_t operator()(TaskInstanceKeyView key) const noexcept { return TaskInstanceKeyHash{}(key); }
+  [[nodiscard]] std::size_t operator()(const std::shared_ptr<EndpointState>& endpoint) const noexcept {
+    return TaskInstanceKeyHash{}(endpoint->key().view());
+  }
+};
+
+struct EndpointKeyEqual {
+  using is_transparent = void;
+  [[nodiscard]] static TaskInstanceKeyView view(TaskInstanceKeyView key) noexcept { return key; }
+  [[nodiscard]] static TaskInstanceKeyView view(const std::shared_ptr<EndpointState>& endpoint) noexcept {
+    return endpoint->key().view();
+  }
+  template <typename A, typename B>
+  [[nodiscard]] bool operator()(const A& a, const B& b) const noexcept {
+    return view(a) == view(b);
+  }
+};
 
 class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
                          public CallObserver,
@@ -117,9 +138,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       if (closed_ || endpoints_.contains(key.view())) {
         return false;
       }
-      auto state = std::make_shared<EndpointState>(executor_, std::move(key), std::move(task), on_task_error_);
-      const TaskInstanceKeyView view = state->key().view();  // the map borrows the endpoint's own key
-      endpoints_.emplace(view, std::move(state));
+      endpoints_.insert(std::make_shared<EndpointState>(executor_, std::move(key), std::move(task), on_task_error_));
       return true;
     });
   }
@@ -130,7 +149,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       if (it == endpoints_.end()) {
         return false;
       }
-      it->second->close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "endpoint " + to_string(key) + " was detached"));
+      (*it)->close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "endpoint " + to_string(key) + " was detached"));
       endpoints_.erase(it);
       return true;
     });
@@ -338,7 +357,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     // Moved out first: closing runs task code (cancellation), which may call back into the server.
     auto endpoints = std::move(endpoints_);
     endpoints_.clear();
-    for (auto& [key, endpoint] : endpoints) {
+    for (const auto& endpoint : endpoints) {
       endpoint->close(status);
     }
   }
@@ -353,7 +372,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       reply->fail(grpc::Status(grpc::StatusCode::NOT_FOUND, "no endpoint " + to_string(key) + " on this server"));
       return;
     }
-    it->second->deliver(std::move(reply), std::move(payload));
+    (*it)->deliver(std::move(reply), std::move(payload));
   }
 
   // Runs `function` on the loop and waits for its result; inline when this thread may run it.
@@ -396,9 +415,9 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   std::shared_ptr<ServerImpl> leak_;  // only if a shutdown could not be started
 
   // Loop state.
-  // Keyed by views of each endpoint's own key: a key's strings are stored once.
-  std::unordered_map<TaskInstanceKeyView, std::shared_ptr<EndpointState>, TaskInstanceKeyHash, TaskInstanceKeyEqual>
-      endpoints_;
+  // A set of the endpoints, looked up by key view: each key is stored once, in its endpoint, and a
+  // node holds only the pointer (a map node would repeat the key's views, 56 bytes an endpoint).
+  std::unordered_set<std::shared_ptr<EndpointState>, EndpointKeyHash, EndpointKeyEqual> endpoints_;
   bool closed_ = false;
 };
 

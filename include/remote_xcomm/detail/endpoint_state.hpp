@@ -18,8 +18,8 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <type_traits>
+#include <variant>
 
 namespace rx {
 class Endpoint;
@@ -94,17 +94,29 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   void remove(PendingReply& request) noexcept override;
 
  private:
+  // Memory: a server may hold 100,000 idle endpoints (bench/bm_density.cpp), so members that never
+  // hold a value at the same time share storage, and nothing below allocates while idle.
+
   // A completion decided inside an initiation (where Asio forbids completing inline), queued on
-  // the loop as an intrusive job: no allocation for the awaitable handlers.
+  // the loop as an intrusive job: no allocation for the awaitable handlers. Holds a get or a push,
+  // never both.
   struct DeferredCompletion final : LoopJob {
     static void invoke_deferred(LoopJob* job, bool run);
-    EndpointState* owner = nullptr;
+    [[nodiscard]] bool busy() const noexcept { return handler.index() != 0; }
     std::shared_ptr<EndpointState> keep_alive;  // set while queued
-    std::optional<AwaitableGetHandler> get;
-    std::optional<AwaitablePushHandler> push;
+    std::variant<std::monostate, AwaitableGetHandler, AwaitablePushHandler> handler;
     boost::system::error_code error;
     boost::json::object payload;
   };
+
+  // The one waiting get or next: a second one fails with get_already_pending, so they share a
+  // slot. AwaitableGetHandler is co_await's (stored without allocation); the others any token.
+  using Waiter = std::variant<std::monostate, AwaitableGetHandler, GetHandler, NextHandler>;
+
+  // The completion handler of an invocation's co_spawn. A type of its own (not
+  // bind_cancellation_slot) so that Asio sees no associated executor and installs its smaller
+  // cancellation handler, which keeps no copy of the executor.
+  class InvocationEnd;
 
   template <typename Handler>
   void start_get_with(Handler handler);
@@ -118,9 +130,7 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   void wait(GetHandler&& handler);
   void wait(NextHandler&& handler);
   void wait(AwaitableGetHandler&& handler);
-  [[nodiscard]] bool waiting() const noexcept {
-    return static_cast<bool>(waiter_) || awaiting_get_.has_value() || static_cast<bool>(next_waiter_);
-  }
+  [[nodiscard]] bool waiting() const noexcept { return waiter_.index() != 0; }
   void enqueue(PendingReplyPtr&& reply, boost::json::object&& payload);
   void complete_waiter(boost::system::error_code error, boost::json::object&& payload);
   template <typename Handler>
@@ -131,21 +141,21 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   void report_task_error(const std::exception_ptr& error);
   void hand_to_waiter(PendingReplyPtr&& reply, boost::json::object&& payload);
   bool pop_live(QueuedRequest& out);
+  void release_queue_storage() noexcept;
 
   LoopExecutor executor_;
   TaskInstanceKey key_;
   Task task_;
   std::shared_ptr<const TaskErrorHook> on_task_error_;  // null: rethrown from io_context::run()
-  // devector allocates nothing while empty: an idle endpoint costs no queue memory.
+  // devector allocates nothing while empty, and its storage is given back when the queue runs dry
+  // (release_queue_storage): an idle endpoint costs no queue memory.
   boost::container::devector<QueuedRequest> queue_;
   PendingReplyPtr held_;
-  GetHandler waiter_;                                // a waiting get, any token
-  NextHandler next_waiter_;                          // a waiting next, any token
-  std::optional<AwaitableGetHandler> awaiting_get_;  // a waiting get, from co_await
+  Waiter waiter_;
   DeferredCompletion deferred_;
   boost::asio::cancellation_signal invocation_cancel_;
   std::unique_ptr<grpc::Status> close_status_;  // set by close(); a pointer keeps idle endpoints small
-  std::size_t gets_in_invocation_ = 0;
+  bool took_request_in_invocation_ = false;     // a get or next of the running invocation had a request
   bool invocation_running_ = false;
   bool closed_ = false;
 };

@@ -477,20 +477,20 @@ void EndpointState::close(const grpc::Status& status) {
     request.reply->fail(status);
   }
   queued.clear();
-  if (auto* const waiter = std::get_if<GetHandler>(&waiter_)) {
+  if (auto* const get_waiter = std::get_if<GetHandler>(&waiter_)) {
     GetHandler handler;
-    handler.swap(*waiter);
+    handler.swap(*get_waiter);
     waiter_.emplace<std::monostate>();
     handler.get_cancellation_slot().clear();
     complete_later(std::move(handler), errc::endpoint_closed, {});
-  } else if (auto* const waiter = std::get_if<NextHandler>(&waiter_)) {
+  } else if (auto* const next_waiter = std::get_if<NextHandler>(&waiter_)) {
     NextHandler handler;
-    handler.swap(*waiter);
+    handler.swap(*next_waiter);
     waiter_.emplace<std::monostate>();
     handler.get_cancellation_slot().clear();
     complete_later(std::move(handler), errc::endpoint_closed, {});
-  } else if (auto* const waiter = std::get_if<AwaitableGetHandler>(&waiter_)) {
-    AwaitableGetHandler handler(std::move(*waiter));
+  } else if (auto* const awaiting = std::get_if<AwaitableGetHandler>(&waiter_)) {
+    AwaitableGetHandler handler(std::move(*awaiting));
     waiter_.emplace<std::monostate>();
     handler.get_cancellation_slot().clear();
     if (deferred_.busy()) {

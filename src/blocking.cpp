@@ -2,6 +2,7 @@
 #include <remote_xcomm/blocking.hpp>
 
 #include "address.hpp"
+#include "client_internal.hpp"
 
 #include <remote_xcomm/client.hpp>
 
@@ -61,6 +62,8 @@ boost::json::object requests(std::string_view url, std::uint16_t port, const boo
                 status = std::move(result);
                 object = std::move(reply);
               });
+  // Called from a completion that a gRPC thread runs, the send would start only after it.
+  detail::start_sends_deferred_on_this_thread();
   context.run();
   if (!status.ok()) {
     throw RpcError(std::move(status));

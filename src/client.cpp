@@ -1,6 +1,7 @@
 // The client: one gRPC channel per target; replies go back to each caller's executor.
 #include <remote_xcomm/client.hpp>
 
+#include "client_internal.hpp"
 #include "codec.hpp"
 #include "grpc_callback_threads.hpp"
 #include "tsan_annotations.hpp"
@@ -157,6 +158,8 @@ class ClientImpl {
     stub.async()->Send(&call->context, &call->request, &call->response,
                        [call](grpc::Status status) { complete(call, std::move(status)); });
   }
+
+  friend void start_sends_deferred_on_this_thread();
 
   // Starts the calls deferred on this thread, in the order they were sent. Touches only the
   // calls and the channels they hold, never a Client, a loop or an io_context.
@@ -319,6 +322,8 @@ class ClientImpl {
   std::mutex stubs_mutex_;
   std::unordered_map<std::string, std::shared_ptr<TargetChannel>, StringHash, std::equal_to<>> stubs_;
 };
+
+void start_sends_deferred_on_this_thread() { ClientImpl::start_deferred(deferred_starts); }
 
 }  // namespace detail
 

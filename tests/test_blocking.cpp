@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -61,6 +62,32 @@ TEST_F(RequestsTest, RequestsThrowsRpcErrorWithNotFoundForAnUnknownEndpoint) {
     EXPECT_NE(std::string(error.what()).find("dag/other_task/run[-1]"), std::string::npos) << error.what();
     EXPECT_NE(std::string(error.what()).find("status 5"), std::string::npos) << error.what();
   }
+}
+
+TEST_F(RequestsTest, RequestsCalledInsideAClientCompletionRunByAGrpcThreadReturns) {
+  // A completion that a gRPC thread runs on a borrowed loop defers the sends it makes until it
+  // returns; a blocking requests() inside it must not wait for a send that has not started.
+  ASSERT_TRUE(server_.attach(make_key("hello_task"), run_raw_task));
+  asio::io_context context;
+  rx::Client client(context);
+  std::promise<std::string> nested;
+  client.send(server_.target(), make_key("hello_task"), annotated("hello_task"),
+              rx::SendOptions{rx_test::DEFAULT_DEADLINE}, [&](grpc::Status status, json::object /*reply*/) {
+                EXPECT_TRUE(status.ok()) << rx_test::describe(status);
+                try {
+                  const json::object reply =
+                      rx::requests("127.0.0.1", server_.port(), annotated("hello_task"), rx_test::DEFAULT_DEADLINE);
+                  nested.set_value(std::string(reply.at("output_key").as_string()));
+                } catch (const std::exception& error) {
+                  nested.set_value(error.what());
+                }
+              });
+  std::future<std::string> outcome = nested.get_future();
+  const auto give_up = std::chrono::steady_clock::now() + rx_test::HANG_GUARD;
+  while (outcome.wait_for(0s) != std::future_status::ready && std::chrono::steady_clock::now() < give_up) {
+    context.run_one_for(10ms);  // in case the completion is handed to this loop's own thread
+  }
+  EXPECT_EQ(rx_test::wait_for(outcome, "the nested requests() to return"), "hello_world");
 }
 
 TEST_F(RequestsTest, RequestsThrowsRpcErrorWithDeadlineExceededWhenTheTaskTakesTooLong) {

@@ -83,6 +83,11 @@ struct ClientOptions {
 ///
 /// Thread safety: send() may be called from any thread.
 ///
+/// A send made inside a completion that one of gRPC's threads runs (a borrowed loop) starts its
+/// RPC when that completion returns, so that the loop's run stays short: never block a
+/// completion on the outcome of a send it made (as with any Asio handler, never block one at
+/// all); `rx::requests` takes care of this itself.
+///
 /// Lifetimes: the Client and its io_context may be destroyed as soon as a completion handler
 /// has run (even while it still runs). Destroying the Client with calls in flight is allowed:
 /// each still completes exactly once, with its real status (or CANCELLED when cancelled), on

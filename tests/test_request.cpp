@@ -287,9 +287,11 @@ TEST_F(RequestTest, TheCallersCancelStopsTheTasksWork) {
   EXPECT_EQ(rx_test::wait_for(outcome.get_future(), "the caller's status").error_code(), grpc::StatusCode::CANCELLED);
 }
 
-TEST_F(RequestTest, AQueuedRequestWhoseCallerCancelsNeverReachesTheTask) {
+TEST_F(RequestTest, AQueuedRequestWhoseCallerCancelsEndsCancelledAndTheEndpointServesTheNext) {
   // The task holds the first request until the test opens the gate; the second is cancelled
-  // while it waits behind it; the third must be the next one the task sees.
+  // while it waits behind it; the third is answered. Whether the task ever sees the second
+  // depends on when the server hears of the cancel (the client's CANCELLED comes from its own
+  // library first), so that is checked on the queue itself (RequestQueueTest), not here.
   auto gate = std::make_shared<rx_test::Gate>(loop_.get_executor());
   auto holding = std::make_shared<std::promise<void>>();
   auto seen = std::make_shared<std::vector<json::object>>();  // loop-confined
@@ -324,7 +326,9 @@ TEST_F(RequestTest, AQueuedRequestWhoseCallerCancelsNeverReachesTheTask) {
   EXPECT_EQ(body, with_id(3));
   auto seen_by_task = rx_test::spawn_and_wait(
       loop_.get_executor(), [seen]() -> asio::awaitable<std::vector<json::object>> { co_return *seen; });
-  EXPECT_EQ(seen_by_task, (std::vector<json::object>{with_id(1), with_id(3)}));
+  ASSERT_GE(seen_by_task.size(), 2U);
+  EXPECT_EQ(seen_by_task.front(), with_id(1));
+  EXPECT_EQ(seen_by_task.back(), with_id(3));
 }
 
 TEST_F(RequestTest, ATaskDroppingItsRequestUnansweredFailsTheCallerWithInternal) {
@@ -360,9 +364,16 @@ TEST_F(RequestTest, RepliesRacingDeadlinesAndCancelsFinishEveryCallOnce) {
     }
     auto cancel = std::make_shared<asio::cancellation_signal>();
     cancels.push_back(cancel);
-    replies.push_back(client_.send(server_.target(), make_key(), with_id(call),
-                                   rx::SendOptions{rx_test::DEFAULT_DEADLINE},
-                                   asio::bind_cancellation_slot(cancel->slot(), asio::use_future)));
+    // Completes on the client's loop, where the cancellation is emitted (Asio's rule: a signal
+    // is emitted where its operation's handler runs).
+    auto promise = std::make_shared<std::promise<std::tuple<grpc::Status, json::object>>>();
+    replies.push_back(promise->get_future());
+    client_.send(server_.target(), make_key(), with_id(call), rx::SendOptions{rx_test::DEFAULT_DEADLINE},
+                 asio::bind_cancellation_slot(
+                     cancel->slot(),
+                     asio::bind_executor(loop_.get_executor(), [promise](grpc::Status status, json::object reply) {
+                       promise->set_value({std::move(status), std::move(reply)});
+                     })));
     asio::post(loop_.get_executor(), [cancel] { cancel->emit(asio::cancellation_type::terminal); });
   }
   for (auto& reply : replies) {

@@ -344,7 +344,14 @@ TEST_F(RequestTest, ATaskDroppingItsRequestUnansweredFailsTheCallerWithInternal)
 TEST_F(RequestTest, RepliesRacingDeadlinesAndCancelsFinishEveryCallOnce) {
   // Each call's deadline (1-4 ms) or the caller's cancel races the task's reply: OnCancel, the
   // reply's Finish and OnDone meet on different threads in every order. Every call must end with
-  // one status, and the server must still shut down (TearDown). Meaningful under the sanitizers.
+  // one status, and the server must still shut down (TearDown). Meant for AddressSanitizer.
+#if defined(__SANITIZE_THREAD__)
+  // 300 short calls racing their cancellation make ThreadSanitizer report gRPC's own bookkeeping
+  // (its call objects, ordered by libgrpc's uninstrumented synchronisation) in about one run in
+  // four, each time at a different gRPC frame; our side of these races is checked under TSan by
+  // the cancel and deadline tests above.
+  GTEST_SKIP() << "ThreadSanitizer cannot see gRPC's ordering of its call objects in this race";
+#endif
   ASSERT_TRUE(server_.attach(make_key(), [](rx::Endpoint rx) -> asio::awaitable<void> {
     for (;;) {
       rx::Request request = co_await rx.next();

@@ -144,44 +144,30 @@ void EndpointState::DeferredCompletion::invoke_deferred(LoopJob* job, bool run) 
   }
 }
 
-void EndpointState::wait(GetHandler&& handler) {
+template <typename Handler>
+void EndpointState::wait_type_erased(Handler&& handler) {
   auto slot = handler.get_cancellation_slot();
   if (slot.is_connected()) {
     // Runs on the loop (Asio requires cancellation to be emitted on the handler's executor). It
     // must not clear its own slot; the slot may outlive this endpoint, hence the weak reference.
     slot.assign([weak = weak_from_this()](asio::cancellation_type /*type*/) {
       const auto self = weak.lock();
-      GetHandler* const waiter = self ? std::get_if<GetHandler>(&self->waiter_) : nullptr;
+      Handler* const waiter = self ? std::get_if<Handler>(&self->waiter_) : nullptr;
       if (waiter == nullptr) {
         return;
       }
-      GetHandler cancelled;
+      Handler cancelled;
       cancelled.swap(*waiter);
       self->waiter_.emplace<std::monostate>();
       self->complete_later(std::move(cancelled), asio::error::operation_aborted, {});
     });
   }
-  waiter_.emplace<GetHandler>().swap(handler);  // never move-assign any_completion_handler (asio#1180)
+  waiter_.emplace<Handler>().swap(handler);  // never move-assign any_completion_handler (asio#1180)
 }
 
-void EndpointState::wait(NextHandler&& handler) {
-  auto slot = handler.get_cancellation_slot();
-  if (slot.is_connected()) {
-    // As for a waiting get: on the loop, through a weak reference, never clearing its own slot.
-    slot.assign([weak = weak_from_this()](asio::cancellation_type /*type*/) {
-      const auto self = weak.lock();
-      NextHandler* const waiter = self ? std::get_if<NextHandler>(&self->waiter_) : nullptr;
-      if (waiter == nullptr) {
-        return;
-      }
-      NextHandler cancelled;
-      cancelled.swap(*waiter);
-      self->waiter_.emplace<std::monostate>();
-      self->complete_later(std::move(cancelled), asio::error::operation_aborted, {});
-    });
-  }
-  waiter_.emplace<NextHandler>().swap(handler);  // never move-assign any_completion_handler (asio#1180)
-}
+void EndpointState::wait(GetHandler&& handler) { wait_type_erased(std::move(handler)); }
+
+void EndpointState::wait(NextHandler&& handler) { wait_type_erased(std::move(handler)); }
 
 void EndpointState::wait(AwaitableGetHandler&& handler) {
   auto slot = handler.get_cancellation_slot();

@@ -130,6 +130,8 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   void wait(GetHandler&& handler);
   void wait(NextHandler&& handler);
   void wait(AwaitableGetHandler&& handler);
+  template <typename Handler>
+  void wait_type_erased(Handler&& handler);
   [[nodiscard]] bool waiting() const noexcept { return waiter_.index() != 0; }
   void enqueue(PendingReplyPtr&& reply, boost::json::object&& payload);
   void complete_waiter(boost::system::error_code error, boost::json::object&& payload);

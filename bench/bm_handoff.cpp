@@ -13,9 +13,7 @@
 
 #include <benchmark/benchmark.h>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/execution/blocking.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/require.hpp>
 
 #include <cstdint>
 #include <exception>
@@ -77,12 +75,23 @@ class Handoff {
     poll();  // the task's get() fails with endpoint_closed and the task ends
   }
 
+  /// A job that delivers one message, reused for every message: the server's request reactor is
+  /// its own intrusive loop job the same way, so handing a request over allocates nothing.
+  struct DeliverJob final : rx::detail::LoopJob {
+    explicit DeliverJob(Handoff& owner) : handoff(&owner) { invoke = &run; }
+    static void run(rx::detail::LoopJob* job, bool run) {
+      if (run) {
+        static_cast<DeliverJob*>(job)->handoff->deliver_one();
+      }
+    }
+    Handoff* handoff;
+  };
+
   /// Hands the recycled payload to the endpoint. Runs on the loop.
   void deliver_one() {
-    boost::json::object payload = std::move(pool_.back());
-    pool_.pop_back();
     ++delivered_;
-    state_->deliver(reply_, std::move(payload));
+    state_->deliver(reply_, std::move(pool_.back()));
+    pool_.pop_back();
   }
 
   void poll() {
@@ -127,15 +136,17 @@ void finish(benchmark::State& state, const Handoff& handoff) {
 }
 
 // Each message submitted on its own with the library's hand-off from outside the loop, as a gRPC
-// thread hands over a request: the loop is idle, so this thread takes the token and runs the
-// delivery, the task's resumption and its push's completion before returning.
+// thread hands over a request (an intrusive job, as the request's reactor is): the loop is idle,
+// so this thread takes the token and runs the delivery, the task's resumption and its push's
+// completion before returning.
 void BM_LoopHandoffDispatchEach(benchmark::State& state) {
   Handoff handoff(1);
+  Handoff::DeliverJob job(handoff);  // runs (or is polled) before it is handed over again
   const rx::LoopExecutor executor = handoff.executor();
   while (state.KeepRunningBatch(1000)) {
     for (int i = 0; i < 1000; ++i) {
       const std::int64_t before = handoff.delivered();
-      rx::detail::hand_off(executor, [&handoff] { handoff.deliver_one(); });
+      rx::detail::hand_off_job(executor, &job);
       if (handoff.delivered() == before) {
         handoff.poll();  // a preempted run spent its budget and left the rest to the loop's own thread
       }
@@ -145,17 +156,18 @@ void BM_LoopHandoffDispatchEach(benchmark::State& state) {
 }
 BENCHMARK(BM_LoopHandoffDispatchEach)->ArgName("payload_bytes")->Arg(64);
 
-// A batch of messages posted to the loop (blocking.never), then the io_context run on this
-// thread until they are drained: one drain, `batch` deliveries and pushes. The task is busy
-// pushing when the next delivery comes, so messages queue and every get() completes posted: the
-// path of a burst.
+// A batch of messages queued on the loop from outside it (intrusive jobs, as a burst of request
+// reactors is), then the io_context run on this thread until they are drained: one drain, `batch`
+// deliveries and pushes. The task is busy pushing when the next delivery comes, so messages queue
+// and every get() completes posted: the path of a burst.
 void BM_LoopHandoffPostBatch(benchmark::State& state) {
   const auto batch = static_cast<int>(state.range(1));
   Handoff handoff(static_cast<std::size_t>(batch));
-  const auto executor = asio::require(handoff.executor(), asio::execution::blocking.never);
+  std::vector<Handoff::DeliverJob> jobs(static_cast<std::size_t>(batch), Handoff::DeliverJob(handoff));
+  const rx::LoopExecutor executor = handoff.executor();
   while (state.KeepRunningBatch(batch)) {
-    for (int i = 0; i < batch; ++i) {
-      executor.execute([&handoff] { handoff.deliver_one(); });
+    for (Handoff::DeliverJob& job : jobs) {
+      rx::detail::post_job(executor, &job);
     }
     handoff.poll();
   }

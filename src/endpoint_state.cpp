@@ -211,7 +211,7 @@ void EndpointState::complete_waiter(error_code error, boost::json::object&& payl
 
 // ---- the queue ---------------------------------------------------------------------------
 
-void EndpointState::deliver(PendingReplyPtr reply, boost::json::object payload) {
+void EndpointState::deliver(PendingReplyPtr reply, boost::json::object&& payload) {
   if (reply->finished()) {
     return;
   }
@@ -295,7 +295,8 @@ void EndpointState::hand_to_waiter(PendingReplyPtr&& reply, boost::json::object&
 }
 
 template <typename Handler>
-void EndpointState::start_get_with(Handler handler) {
+void EndpointState::start_get_with(Handler&& handler) {  // always an rvalue
+  static_assert(!std::is_reference_v<Handler>);
   if (closed_) {
     complete_later(std::move(handler), errc::endpoint_closed, {});
     return;
@@ -309,12 +310,16 @@ void EndpointState::start_get_with(Handler handler) {
                              "task of endpoint " + to_string(key_) + " called get() again before push()"));
     held_.reset();
   }
-  QueuedRequest request;
-  if (pop_live(request)) {
-    held_ = std::move(request.reply);
-    took_request_in_invocation_ = true;
-    complete_later(std::move(handler), {}, std::move(request.payload));
-    return;
+  if (!queue_.empty()) {  // checked first: a task keeping up with its requests finds it empty
+    QueuedRequest request;
+    if (pop_live(request)) {
+      held_ = std::move(request.reply);
+      took_request_in_invocation_ = true;
+      complete_later(std::move(handler), {}, std::move(request.payload));
+      return;
+    }
+  } else {
+    release_queue_storage();  // a burst drained by the previous get leaves no storage behind
   }
   wait(std::move(handler));
 }
@@ -354,7 +359,8 @@ void EndpointState::start_next(NextHandler handler) {
 }
 
 template <typename Handler>
-void EndpointState::start_push_with(const boost::json::object& outputs, Handler handler) {
+void EndpointState::start_push_with(const boost::json::object& outputs, Handler&& handler) {  // always an rvalue
+  static_assert(!std::is_reference_v<Handler>);
   error_code result;
   if (closed_) {
     result = errc::endpoint_closed;

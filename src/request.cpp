@@ -65,19 +65,18 @@ void Request::start_reply(boost::json::object outputs, ReplyHandler handler) {
                asio::append(std::move(handler), boost::system::error_code(errc::no_request_held)));
     return;
   }
-  const std::shared_ptr<detail::EndpointState>& endpoint = endpoint_;
-  detail::on_endpoint_loop(endpoint, [endpoint, reply = std::move(reply), outputs = std::move(outputs),
-                                      handler = std::move(handler)]() mutable {
+  detail::on_endpoint_loop(endpoint_, [reply = std::move(reply), outputs = std::move(outputs),
+                                       handler = std::move(handler)](detail::EndpointState& endpoint) mutable {
     boost::system::error_code result;
     if (!reply) {
       result = errc::no_request_held;
-    } else if (endpoint->closed()) {
-      reply->fail(endpoint->close_status());
+    } else if (endpoint.closed()) {
+      reply->fail(endpoint.close_status());
       result = errc::endpoint_closed;
     } else {
       result = reply->reply(outputs);
     }
-    asio::post(endpoint->executor(), asio::append(std::move(handler), result));
+    asio::post(endpoint.executor(), asio::append(std::move(handler), result));
   });
 }
 
@@ -86,10 +85,10 @@ void Request::fail(grpc::Status status) {
   if (!reply) {
     return;
   }
-  const std::shared_ptr<detail::EndpointState>& endpoint = endpoint_;
-  detail::on_endpoint_loop(endpoint, [endpoint, reply = std::move(reply), status = std::move(status)] {
-    reply->fail(endpoint->closed() ? endpoint->close_status() : status);
-  });
+  detail::on_endpoint_loop(endpoint_,
+                           [reply = std::move(reply), status = std::move(status)](detail::EndpointState& endpoint) {
+                             reply->fail(endpoint.closed() ? endpoint.close_status() : status);
+                           });
 }
 
 void Request::drop() noexcept {
@@ -98,14 +97,13 @@ void Request::drop() noexcept {
   }
   detail::PendingReplyPtr reply = std::move(reply_);
   try {
-    const std::shared_ptr<detail::EndpointState>& endpoint = endpoint_;
-    detail::on_endpoint_loop(endpoint, [endpoint, reply = std::move(reply)] {
+    detail::on_endpoint_loop(endpoint_, [reply = std::move(reply)](detail::EndpointState& endpoint) {
       if (reply->finished()) {
         return;
       }
-      reply->fail(endpoint->closed()
-                      ? endpoint->close_status()
-                      : grpc::Status(grpc::StatusCode::INTERNAL, "the task of endpoint " + to_string(endpoint->key()) +
+      reply->fail(endpoint.closed()
+                      ? endpoint.close_status()
+                      : grpc::Status(grpc::StatusCode::INTERNAL, "the task of endpoint " + to_string(endpoint.key()) +
                                                                      " dropped the request without answering it"));
     });
   } catch (...) {

@@ -155,6 +155,34 @@ TEST_F(LoopTest, PostFromInsideLoopWorkRunsAfterTheCurrentJob) {
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
 }
 
+TEST_F(LoopTest, PostsAndHandOffsFromInsideLoopWorkRunInTheOrderTheyWereMade) {
+  // The token holder queues its own posts without a locked instruction: they must still keep
+  // arrival order among themselves and with jobs queued by other means in between.
+  std::vector<int> order;
+  asio::dispatch(executor_, [&] {
+    asio::post(executor_, [&] {
+      order.push_back(1);
+      asio::post(executor_, [&] { order.push_back(4); });
+    });
+    rx::detail::hand_off(executor_, [&] { order.push_back(2); });
+    asio::post(executor_, [&] { order.push_back(3); });
+  });
+  context_.poll();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4}));
+}
+
+TEST_F(LoopTest, APostFromInsideLoopWorkNeverOvertakesAJobAnotherThreadQueuedBeforeIt) {
+  std::vector<int> order;
+  asio::dispatch(executor_, [&] {
+    // Queued by another thread while this one holds the loop, and finished before the post below.
+    std::thread([&] { asio::post(executor_, [&] { order.push_back(1); }); }).join();
+    asio::post(executor_, [&] { order.push_back(2); });
+    rx::detail::hand_off(executor_, [&] { order.push_back(3); });
+  });
+  context_.poll();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+}
+
 // Keeps the calling thread busy for longer than a borrowed thread's budget, without yielding.
 void outlast_the_borrowed_budget() {
   const auto until = std::chrono::steady_clock::now() + rx::detail::BORROWED_LOOP_BUDGET * 2;

@@ -19,13 +19,18 @@
 namespace rx {
 
 namespace detail {
-/// Runs `initiate` now if this thread is running the endpoint's loop, else queues it there.
-template <typename Function>
-void on_endpoint_loop(const std::shared_ptr<EndpointState>& state, Function&& initiate) {
+/// Runs `initiate(EndpointState&, args...)` now if this thread is running the endpoint's loop,
+/// else queues it there with a reference that keeps the state alive. The inline path moves and
+/// copies nothing: it is the path of every co_await in task code.
+template <typename Function, typename... Args>
+void on_endpoint_loop(const std::shared_ptr<EndpointState>& state, Function&& initiate, Args&&... args) {
   if (state->executor().running_in_this_thread()) {
-    std::forward<Function>(initiate)();
+    std::forward<Function>(initiate)(*state, std::forward<Args>(args)...);
   } else {
-    boost::asio::post(state->executor(), std::forward<Function>(initiate));
+    boost::asio::post(state->executor(), [state, initiate = std::decay_t<Function>(std::forward<Function>(initiate)),
+                                          ... args = std::decay_t<Args>(std::forward<Args>(args))]() mutable {
+      std::move(initiate)(*state, std::move(args)...);
+    });
   }
 }
 }  // namespace detail
@@ -70,13 +75,16 @@ class Endpoint {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, boost::json::object)>(
         [](auto handler, const std::shared_ptr<detail::EndpointState>& state) {
           // Endpoint state lives on the loop: initiate there (free when already on it).
-          detail::on_endpoint_loop(state, [state, handler = std::move(handler)]() mutable {
-            if constexpr (std::is_same_v<decltype(handler), detail::AwaitableGetHandler>) {
-              state->start_get(std::move(handler));  // co_await: no allocation
-            } else {
-              state->start_get(detail::EndpointState::GetHandler(std::move(handler)));
-            }
-          });
+          detail::on_endpoint_loop(
+              state,
+              [](detail::EndpointState& endpoint, auto&& completion) {
+                if constexpr (std::is_same_v<std::decay_t<decltype(completion)>, detail::AwaitableGetHandler>) {
+                  endpoint.start_get(std::move(completion));  // co_await: no allocation
+                } else {
+                  endpoint.start_get(detail::EndpointState::GetHandler(std::move(completion)));
+                }
+              },
+              std::move(handler));
         },
         token, state_);
   }
@@ -97,9 +105,12 @@ class Endpoint {
   auto next(CompletionToken&& token = {}) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, Request)>(
         [](auto handler, const std::shared_ptr<detail::EndpointState>& state) {
-          detail::on_endpoint_loop(state, [state, handler = std::move(handler)]() mutable {
-            state->start_next(detail::EndpointState::NextHandler(std::move(handler)));
-          });
+          detail::on_endpoint_loop(
+              state,
+              [](detail::EndpointState& endpoint, auto&& completion) {
+                endpoint.start_next(detail::EndpointState::NextHandler(std::move(completion)));
+              },
+              std::move(handler));
         },
         token, state_);
   }
@@ -114,13 +125,16 @@ class Endpoint {
   auto push(boost::json::object outputs, CompletionToken&& token = {}) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [](auto handler, const std::shared_ptr<detail::EndpointState>& state, boost::json::object reply) {
-          detail::on_endpoint_loop(state, [state, handler = std::move(handler), reply = std::move(reply)]() mutable {
-            if constexpr (std::is_same_v<decltype(handler), detail::AwaitablePushHandler>) {
-              state->start_push(reply, std::move(handler));  // co_await: no allocation
-            } else {
-              state->start_push(reply, detail::EndpointState::PushHandler(std::move(handler)));
-            }
-          });
+          detail::on_endpoint_loop(
+              state,
+              [](detail::EndpointState& endpoint, auto&& completion, const boost::json::object& reply_outputs) {
+                if constexpr (std::is_same_v<std::decay_t<decltype(completion)>, detail::AwaitablePushHandler>) {
+                  endpoint.start_push(reply_outputs, std::move(completion));  // co_await: no allocation
+                } else {
+                  endpoint.start_push(reply_outputs, detail::EndpointState::PushHandler(std::move(completion)));
+                }
+              },
+              std::move(handler), std::move(reply));
         },
         token, state_, std::move(outputs));
   }

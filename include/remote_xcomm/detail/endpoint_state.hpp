@@ -70,7 +70,7 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   ~EndpointState();
 
   /// Queues a request (or hands it to a waiting get) and starts the task if it is idle.
-  void deliver(PendingReplyPtr reply, boost::json::object payload);
+  void deliver(PendingReplyPtr reply, boost::json::object&& payload);
 
   void start_get(GetHandler handler);
   void start_get(AwaitableGetHandler&& handler);
@@ -119,9 +119,9 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   class InvocationEnd;
 
   template <typename Handler>
-  void start_get_with(Handler handler);
+  void start_get_with(Handler&& handler);
   template <typename Handler>
-  void start_push_with(const boost::json::object& outputs, Handler handler);
+  void start_push_with(const boost::json::object& outputs, Handler&& handler);
   void complete_later(GetHandler&& handler, boost::system::error_code error, boost::json::object payload);
   void complete_later(AwaitableGetHandler&& handler, boost::system::error_code error, boost::json::object payload);
   void complete_later(PushHandler&& handler, boost::system::error_code error);

@@ -126,11 +126,12 @@ class LoopCore : public std::enable_shared_from_this<LoopCore> {
   enum class Runner { own_thread, borrowed, waiting_caller };
 
   void push(LoopJob* job) noexcept;
+  [[nodiscard]] bool append_if_holding(LoopJob* job) noexcept;
+  [[nodiscard]] bool work_left() const noexcept;
   void destroy_queued() noexcept;
   void destroy_queued_if_idle() noexcept;
   void run_pending(Runner runner, const LoopWaiter* waiter = nullptr);
-  static bool budget_reached(Runner runner, std::chrono::steady_clock::time_point started, int jobs,
-                             const LoopWaiter* waiter) noexcept;
+  class Budget;
   void schedule_drain() noexcept;
   void sync_context_work() noexcept;
   void rethrow_on_context(std::exception_ptr error) noexcept;
@@ -144,7 +145,10 @@ class LoopCore : public std::enable_shared_from_this<LoopCore> {
   // thread borrows until it has emptied the queue.
   std::atomic<bool> backlog_{false};
   std::atomic<std::size_t> work_{0};
-  LoopJob* ready_ = nullptr;  // FIFO taken from incoming_, touched only by the token holder
+  // FIFO taken from incoming_, touched only by the token holder, who also appends its own posts
+  // here (no locked instruction for the loop's work queueing more loop work).
+  LoopJob* ready_ = nullptr;
+  LoopJob* ready_tail_ = nullptr;  // meaningful while ready_ is not null
 
   // Guards every touch of the io_context from a thread that may outlive it (a borrowed thread
   // after user code ran): the service clears `live_context_` under it before the io_context dies.

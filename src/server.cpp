@@ -5,6 +5,7 @@
 #include "address.hpp"
 #include "codec.hpp"
 #include "grpc_callback_threads.hpp"
+#include "transport/exchange_stream.hpp"
 #include "tsan_annotations.hpp"
 #include "unary_send_call.hpp"
 
@@ -60,6 +61,7 @@ struct EndpointKeyEqual {
 
 class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
                          public CallObserver,
+                         public StreamHost,
                          public std::enable_shared_from_this<ServerImpl> {
  public:
   ServerImpl(Loop* owned_or_null, std::unique_ptr<Loop> owned, ServerOptions options)
@@ -117,10 +119,39 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       return reactor;
     }
     detail::hand_off(executor_, [this, call = std::move(call), request, payload = std::move(payload)]() mutable {
-      route(view_of(request->key()), std::move(call), std::move(payload));
+      route_to_endpoint(view_of(request->key()), std::move(call), std::move(payload));
     });
     return reactor;
   }
+
+  grpc::ServerBidiReactor<remote_xcomm::v1::ExchangeRequest, remote_xcomm::v1::ExchangeResponse>* Exchange(
+      grpc::CallbackServerContext* context) override {
+    if (stopping_.load(std::memory_order_acquire)) {
+      return new RefusedStream(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+    }
+    StreamLimits limits;
+    limits.max_message_bytes = static_cast<std::size_t>(options_.max_message_bytes);
+    limits.max_json_depth = options_.max_json_depth;
+    limits.max_in_flight = options_.max_stream_requests_in_flight;
+    return new ExchangeStream(context, *this, executor_, limits);
+  }
+
+  // ---- StreamHost ------------------------------------------------------------------------------
+
+  [[nodiscard]] bool refusing() const noexcept override { return stopping_.load(std::memory_order_acquire); }
+  void request_started() noexcept override { unfinished_calls_.fetch_add(1, std::memory_order_relaxed); }
+  void request_finished() noexcept override { on_call_finished(); }
+  void route(TaskInstanceKeyView key, PendingReplyPtr reply, boost::json::object&& payload) override {
+    route_to_endpoint(key, std::move(reply), std::move(payload));
+  }
+  bool stream_opened(ExchangeStream& stream) override {
+    if (closed_) {
+      return false;
+    }
+    streams_.insert(&stream);
+    return true;
+  }
+  void stream_closed(ExchangeStream& stream) noexcept override { streams_.erase(&stream); }
 
   void on_call_finished() noexcept override {
     if (unfinished_calls_.fetch_sub(1, std::memory_order_acq_rel) == 1 && stopping_.load(std::memory_order_acquire)) {
@@ -360,9 +391,14 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     for (const auto& endpoint : endpoints) {
       endpoint->close(status);
     }
+    // Streams end once the replies just made are written. Copied: each leaves the set as it ends.
+    const std::vector<ExchangeStream*> streams(streams_.begin(), streams_.end());
+    for (ExchangeStream* stream : streams) {
+      stream->end_for_shutdown();
+    }
   }
 
-  void route(TaskInstanceKeyView key, PendingReplyPtr reply, boost::json::object payload) {
+  void route_to_endpoint(TaskInstanceKeyView key, PendingReplyPtr reply, boost::json::object&& payload) {
     if (closed_) {
       reply->fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
       return;
@@ -418,6 +454,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   // A set of the endpoints, looked up by key view: each key is stored once, in its endpoint, and a
   // node holds only the pointer (a map node would repeat the key's views, 56 bytes an endpoint).
   std::unordered_set<std::shared_ptr<EndpointState>, EndpointKeyHash, EndpointKeyEqual> endpoints_;
+  std::unordered_set<ExchangeStream*> streams_;  // open Exchange streams, ended by a shutdown
   bool closed_ = false;
 };
 

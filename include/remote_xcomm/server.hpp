@@ -39,6 +39,10 @@ struct ServerOptions {
   int max_message_bytes = 4 * 1024 * 1024;
   /// Deepest nesting of a payload's arrays and objects; deeper fails with INVALID_ARGUMENT.
   std::size_t max_json_depth = 64;
+  /// Requests one Exchange stream may have read and not yet answered. At the limit the stream
+  /// stops reading until replies go out, so that HTTP/2 flow control holds its client back
+  /// rather than the server's memory growing.
+  std::size_t max_stream_requests_in_flight = 16384;
   /// Once every request of a shutting-down server has its status, how long gRPC may take to
   /// deliver the last replies before it cancels what is still on the wire.
   std::chrono::milliseconds shutdown_grace{5000};

@@ -9,7 +9,8 @@ Registered with CTest as PythonGrpcioClientTalksToCppServer by tests/python_inte
 It starts the example server on port 0 of loopback, reads the port from the server's first line,
 runs examples/python/client.py against it, then calls the server directly with the generated stubs
 to check the wire contract of docs/protocol.md: concurrent calls, NOT_FOUND, INVALID_ARGUMENT,
-RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED, each followed by a call that must still be answered.
+RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED, each followed by a call that must still be answered, and
+the Exchange stream (batches matched by id, per-frame errors, a clean end after the half-close).
 Finally it stops the server with SIGTERM and requires exit status 0. Every wait is bounded.
 Exit status 0 and a one-line summary on success; 1 and what went wrong (with the server's output)
 on failure; 2 for bad arguments.
@@ -248,6 +249,9 @@ class Interop:
             self.expect_answer(stub, "call after a missed deadline")
             self.passed("1 ms deadline -> DEADLINE_EXCEEDED, then the server answers", details)
 
+            self.check_exchange(stub)
+            self.expect_answer(stub, "Send after an Exchange stream")
+
     def check_example_client(self):
         command = [sys.executable, self.args.client, "--url", "127.0.0.1", "--port", str(self.port),
                    "--timeout", str(CALL_TIMEOUT_S), "--stubs", self.args.stubs]
@@ -263,6 +267,43 @@ class Interop:
         require(len(lines) == 1, f"examples/python/client.py should print one line, printed: {done.stdout!r}")
         self.check_reply(lines[0], "examples/python/client.py")
         self.passed("examples/python/client.py gets the task's reply", lines[0])
+
+    def check_exchange(self, stub):
+        """The Exchange stream from grpcio: batches, ids, per-frame errors, then a clean end."""
+        grpc, pb2 = self.grpc, self.pb2
+        good = [pb2.ExchangeFrame(id=i, key=self.key(), payload_json=self.payload(frame=i)) for i in range(10)]
+        bad = [pb2.ExchangeFrame(id=100, key=self.key(), payload_json="{not json"),
+               pb2.ExchangeFrame(id=101, key=self.key(dag_id="no_such_dag"), payload_json="{}"),
+               pb2.ExchangeFrame(id=102, cancel=True)]
+        frames = good + bad
+        batches = [pb2.ExchangeRequest(frames=frames[:6]), pb2.ExchangeRequest(frames=frames[6:])]
+        # The iterator ends after the last batch: grpcio half-closes, and the server must still
+        # answer every request before it ends the stream with OK.
+        call = stub.Exchange(iter(batches), timeout=CONCURRENT_TIMEOUT_S)
+        replies = {}
+        try:
+            for response in call:
+                for reply in response.replies:
+                    require(reply.id not in replies, f"Exchange: request {reply.id} answered twice")
+                    replies[reply.id] = reply
+        except grpc.RpcError as error:
+            raise CheckFailed(f"Exchange: the stream failed with {error.code().name}: {error.details()}") from None
+        require(call.code() == grpc.StatusCode.OK, f"Exchange: the stream ended with {call.code().name}")
+        require(sorted(replies) == [frame.id for frame in frames],
+                f"Exchange: replies for {sorted(replies)}, expected one for each of {[f.id for f in frames]}")
+        outputs = set()
+        for frame in good:
+            reply = replies[frame.id]
+            require(reply.code == 0, f"Exchange: request {frame.id} failed with {reply.code}: {reply.message}")
+            outputs.add(self.check_reply(reply.reply_json, f"Exchange request {frame.id}"))
+        require(len(outputs) == len(good), f"Exchange: {len(good)} requests got {len(outputs)} distinct outputs")
+        expected = {100: grpc.StatusCode.INVALID_ARGUMENT, 101: grpc.StatusCode.NOT_FOUND, 102: grpc.StatusCode.NOT_FOUND}
+        for frame_id, code in expected.items():
+            reply = replies[frame_id]
+            require(reply.code == code.value[0],
+                    f"Exchange: frame {frame_id} expected {code.name}, got {reply.code}: {reply.message}")
+        self.passed(f"Exchange: {len(good)} requests in 2 batches answered by id; bad JSON, unknown key and "
+                    "a cancel of an unknown id get their own errors; the stream ends OK")
 
     def check_concurrent_calls(self, stub):
         futures = [stub.Send.future(self.request(self.payload(call=i)), timeout=CONCURRENT_TIMEOUT_S)

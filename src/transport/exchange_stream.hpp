@@ -1,0 +1,199 @@
+// Transport: the server side of one Exchange stream, many requests matched by id, read and
+// written in batches.
+#pragma once
+
+#include <remote_xcomm/detail/loop_core.hpp>
+#include <remote_xcomm/detail/pending_reply.hpp>
+#include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/task_instance_key.hpp>
+#include <remote_xcomm/v1/remote_xcomm.pb.h>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/intrusive/set.hpp>
+#include <boost/json/object.hpp>
+#include <grpcpp/support/server_callback.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace grpc {
+class CallbackServerContext;
+}
+
+namespace rx::detail {
+
+class ExchangeStream;
+
+/// What an Exchange stream needs from its server.
+class StreamHost {
+ public:
+  /// Any thread: the server refuses new requests (it is shutting down).
+  [[nodiscard]] virtual bool refusing() const noexcept = 0;
+  /// Any thread: a request was taken in / has its status. A graceful shutdown waits for them.
+  virtual void request_started() noexcept = 0;
+  virtual void request_finished() noexcept = 0;
+  /// Loop: delivers a request to its endpoint, or fails it (NOT_FOUND, UNAVAILABLE).
+  virtual void route(TaskInstanceKeyView key, PendingReplyPtr reply, boost::json::object&& payload) = 0;
+  /// Loop: the stream is tracked from here until it is closed, so that a shutdown can end it.
+  /// False when the server is already closed: the stream must end at once.
+  virtual bool stream_opened(ExchangeStream& stream) = 0;
+  virtual void stream_closed(ExchangeStream& stream) noexcept = 0;
+
+ protected:
+  ~StreamHost() = default;
+};
+
+/// Limits of one stream, from rx::ServerOptions.
+struct StreamLimits {
+  std::size_t max_message_bytes = 4 * 1024 * 1024;  // each message written, and each reply
+  std::size_t max_json_depth = 64;
+  std::size_t max_in_flight = 4096;  // requests read and unanswered before the stream stops reading
+};
+
+/// One Exchange stream and its reactor.
+///
+/// gRPC's reactions stay short: a batch read is parsed on the thread that read it (bad JSON is
+/// refused there), then handed to the loop as one job; a finished write hands the next one to the
+/// loop the same way. Everything else (requests in flight, the outgoing batch, the deadlines)
+/// lives on the loop, one thread at a time, without locks.
+///
+/// Writes coalesce: replies made while a write is on the wire, or during the loop run that made
+/// the first of them, go out together in the next message, split only at the message size
+/// limit. No timer: a lone reply goes out at once.
+///
+/// Flow control: once `max_in_flight` requests are read and unanswered, the stream stops reading
+/// until replies bring it back below, so HTTP/2 flow control holds the client back.
+///
+/// Lifetime: reference counted by gRPC (until OnDone) and by whatever the loop holds (queued
+/// jobs, requests, the deadline timer's wait). Finished exactly once, always on the loop: OK after
+/// the client's half-close once every request is answered; UNAVAILABLE when the server shuts
+/// down; CANCELLED when the stream breaks (every request in flight is then given up).
+class ExchangeStream final
+    : public grpc::ServerBidiReactor<remote_xcomm::v1::ExchangeRequest, remote_xcomm::v1::ExchangeResponse> {
+ public:
+  /// Starts reading. `host` must outlive the stream's finish (a server's graceful shutdown waits
+  /// for every stream to finish).
+  ExchangeStream(grpc::CallbackServerContext* context, StreamHost& host, LoopExecutor loop, StreamLimits limits);
+
+  /// Loop: the server is shutting down and its endpoints are closed: end the stream with
+  /// UNAVAILABLE once the replies already made are written.
+  void end_for_shutdown();
+
+  // grpc::ServerBidiReactor, on gRPC's threads.
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+  bool InternalInlineable() override { return true; }  // OnDone only drops a reference
+
+  friend void intrusive_ptr_add_ref(ExchangeStream* stream) noexcept {
+    stream->references_.fetch_add(1, std::memory_order_relaxed);
+  }
+  friend void intrusive_ptr_release(ExchangeStream* stream) noexcept {
+    if (stream->references_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      delete stream;
+    }
+  }
+
+ private:
+  class Request;
+  struct ReadBatch;
+  struct MemberJob final : LoopJob {
+    MemberJob(ExchangeStream* owner, void (ExchangeStream::*function)()) noexcept : stream(owner), run(function) {
+      invoke = &invoke_member;
+    }
+    static void invoke_member(LoopJob* job, bool run) noexcept;
+    ExchangeStream* stream;
+    void (ExchangeStream::*run)();
+  };
+  struct DeadlineOrder {
+    bool operator()(const Request& a, const Request& b) const noexcept;
+  };
+  using DeadlineSet = boost::intrusive::multiset<Request, boost::intrusive::compare<DeadlineOrder>>;
+
+  ~ExchangeStream() override;
+
+  // Queues `function` on the loop with a reference to the stream (any thread).
+  template <typename Function>
+  void to_loop(Function&& function);
+
+  // ---- the loop: every member below ----
+  void open();
+  void take_batch(ReadBatch& batch);
+  void take_request(std::uint64_t id, TaskInstanceKeyView key, boost::json::object&& payload, std::uint64_t timeout_ms);
+  void take_cancel(std::uint64_t id);
+  void read_on();
+  void reads_ended();
+  void write_done(bool ok);
+  void break_stream(const grpc::Status& for_requests, grpc::Status for_stream);
+  /// A request's status is decided: queue its reply frame, let the stream read on.
+  void answer(Request& request, grpc::StatusCode code, const std::string& message, std::string&& reply_json);
+  void queue_reply(std::uint64_t id, grpc::StatusCode code, const std::string& message, std::string&& reply_json);
+  void schedule_flush();
+  void flush();
+  void request_finish(grpc::Status status);
+  void maybe_finish();
+  void give_up_all(const grpc::Status& status);
+  void arm_deadline_timer();
+  void deadlines_passed();
+
+  grpc::CallbackServerContext* context_;  // owned by gRPC; valid until OnDone
+  StreamHost& host_;
+  LoopExecutor loop_;
+  StreamLimits limits_;
+  std::atomic<int> references_{1};  // gRPC's, until OnDone
+
+  // Set in the constructor, read-only afterwards.
+  std::string peer_;
+  std::shared_ptr<const std::vector<std::pair<std::string, std::string>>> metadata_;
+  std::optional<std::chrono::system_clock::time_point> stream_deadline_;
+
+  // The message being read: gRPC's until OnReadDone, which moves it into a batch for the loop.
+  // Every read after the first is started on the loop, as are writes and the finish, so that
+  // none of them can race another.
+  remote_xcomm::v1::ExchangeRequest reading_;
+
+  // Loop state.
+  std::unordered_map<std::uint64_t, Request*> in_flight_;
+  // The requests in flight that have a deadline, earliest first (made with the first one).
+  std::unique_ptr<DeadlineSet> deadlines_;
+  std::unique_ptr<boost::asio::steady_timer> deadline_timer_;
+  std::chrono::steady_clock::time_point timer_armed_for_ = std::chrono::steady_clock::time_point::max();
+  std::deque<remote_xcomm::v1::ExchangeResponse> outbox_;  // batches waiting for the wire
+  std::size_t outbox_back_bytes_ = 0;                      // bound on the encoded size of outbox_.back()
+  remote_xcomm::v1::ExchangeResponse writing_;             // gRPC's while a write is in flight
+  MemberJob flush_job_{this, &ExchangeStream::flush};
+  grpc::Status finish_status_;
+  bool opened_ = false;
+  bool registered_ = false;
+  bool read_paused_ = false;
+  bool write_in_flight_ = false;
+  bool flush_scheduled_ = false;
+  bool reads_ended_ = false;
+  bool broken_ = false;  // cancelled, or a write failed: nothing more reaches the client
+  bool finish_requested_ = false;
+  bool finished_ = false;
+};
+
+/// The reactor of an Exchange call the server refuses outright (it is shutting down).
+class RefusedStream final
+    : public grpc::ServerBidiReactor<remote_xcomm::v1::ExchangeRequest, remote_xcomm::v1::ExchangeResponse> {
+ public:
+  explicit RefusedStream(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+  bool InternalInlineable() override { return true; }
+
+ private:
+  ~RefusedStream() override = default;
+};
+
+}  // namespace rx::detail

@@ -10,6 +10,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <variant>
@@ -64,11 +65,12 @@ class EndpointState::InvocationEnd {
 };
 
 EndpointState::EndpointState(LoopExecutor executor, TaskInstanceKey key, Task task,
-                             std::shared_ptr<const TaskErrorHook> on_task_error)
+                             std::shared_ptr<const TaskErrorHook> on_task_error, std::size_t max_queued)
     : executor_(std::move(executor)),
       key_(std::move(key)),
       task_(std::move(task)),
-      on_task_error_(std::move(on_task_error)) {
+      on_task_error_(std::move(on_task_error)),
+      max_queued_(static_cast<std::uint32_t>(std::min<std::size_t>(max_queued, NO_BOUND))) {
   deferred_.invoke = &DeferredCompletion::invoke_deferred;
 }
 
@@ -227,6 +229,14 @@ void EndpointState::deliver(PendingReplyPtr reply, boost::json::object&& payload
     hand_to_waiter(std::move(reply), std::move(payload));
     return;
   }
+  // The bound counts requests that wait. One that starts an idle task (with a task, no invocation
+  // running means an empty queue) does not: the invocation is spawned inline, and a task that
+  // begins with get() or next() takes the request before this returns, as if it had been waiting
+  // for it. Counting it would make a bound of 0 refuse every request to a one-request-per-run task.
+  if (queue_.size() >= max_queued_ && max_queued_ != NO_BOUND && (!task_ || invocation_running_)) {
+    refuse_queue_full(*reply);
+    return;
+  }
   enqueue(std::move(reply), std::move(payload));
   if (task_ && !invocation_running_) {
     start_invocation();
@@ -237,6 +247,14 @@ void EndpointState::enqueue(PendingReplyPtr&& reply, boost::json::object&& paylo
   PendingReply* const request = reply.get();
   queue_.push_back({std::move(reply), std::move(payload)});
   request->enter_queue(this);
+}
+
+void EndpointState::refuse_queue_full(PendingReply& reply) const {
+  // Refused here rather than queued: under overload the queue would otherwise grow without bound,
+  // and the caller learns at once that it should back off, instead of when its deadline passes.
+  reply.fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "endpoint " + to_string(key_) + " has " + std::to_string(max_queued_) +
+                              " requests waiting, the server's limit (ServerOptions::max_queued_requests)"));
 }
 
 void EndpointState::remove(PendingReply& request) noexcept {

@@ -286,6 +286,7 @@ void LoopCore::run_and_wait(LoopJob* job, LoopWaiter& waiter) {
       return;
     }
   }
+  waiter.settle();  // the job ran on another thread, which may still be inside signal()
 }
 
 void LoopCore::schedule_drain() noexcept {

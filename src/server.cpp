@@ -28,6 +28,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <unordered_set>
 #include <utility>
@@ -68,7 +69,9 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       : owned_loop_(std::move(owned)),
         loop_(owned_or_null != nullptr ? owned_or_null : owned_loop_.get()),
         executor_(loop_->get_executor()),
-        options_(std::move(options)) {
+        options_(std::move(options)),
+        in_flight_refusal_("server has " + std::to_string(options_.max_requests_in_flight) +
+                           " requests in flight, its limit (ServerOptions::max_requests_in_flight)") {
     if (options_.on_task_error) {
       on_task_error_ = std::make_shared<const EndpointState::TaskErrorHook>(std::move(options_.on_task_error));
     }
@@ -100,7 +103,8 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
 
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* context, const remote_xcomm::v1::SendRequest* request,
                                  remote_xcomm::v1::SendResponse* response) override {
-    unfinished_calls_.fetch_add(1, std::memory_order_relaxed);
+    // The calls received before this one and not yet answered: the in-flight count, for free.
+    const std::size_t in_flight = unfinished_calls_.fetch_add(1, std::memory_order_relaxed);
     auto* const send_call =
         new UnarySendCall(context, response, static_cast<std::size_t>(options_.max_message_bytes), executor_, this);
     PendingReplyPtr call(send_call);
@@ -109,6 +113,14 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     handed_to_grpc(send_call);  // its reactions (OnCancel, OnDone) see it constructed
     if (stopping_.load(std::memory_order_acquire)) {
       call->fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+      return reactor;
+    }
+    // Refused before parsing and before the loop: a saturated server spends nothing more on a
+    // request it cannot take, and its memory stays bounded by the limit. Relaxed is enough: the
+    // count only decides whether to refuse, and refused calls count until they are finished a
+    // few lines below, so a burst may be refused a little early, never admitted over the limit.
+    if (in_flight >= options_.max_requests_in_flight) {
+      call->fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, in_flight_refusal_));
       return reactor;
     }
     boost::json::object payload;
@@ -139,6 +151,9 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   // ---- StreamHost ------------------------------------------------------------------------------
 
   [[nodiscard]] bool refusing() const noexcept override { return stopping_.load(std::memory_order_acquire); }
+  [[nodiscard]] bool saturated() const noexcept override {
+    return unfinished_calls_.load(std::memory_order_relaxed) >= options_.max_requests_in_flight;
+  }
   void request_started() noexcept override { unfinished_calls_.fetch_add(1, std::memory_order_relaxed); }
   void request_finished() noexcept override { on_call_finished(); }
   void route(TaskInstanceKeyView key, PendingReplyPtr reply, boost::json::object&& payload) override {
@@ -169,7 +184,8 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       if (closed_ || endpoints_.contains(key.view())) {
         return false;
       }
-      endpoints_.insert(std::make_shared<EndpointState>(executor_, std::move(key), std::move(task), on_task_error_));
+      endpoints_.insert(std::make_shared<EndpointState>(executor_, std::move(key), std::move(task), on_task_error_,
+                                                        options_.max_queued_requests));
       return true;
     });
   }
@@ -434,6 +450,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   LoopExecutor executor_;
   ServerOptions options_;
   std::shared_ptr<const EndpointState::TaskErrorHook> on_task_error_;
+  std::string in_flight_refusal_;  // built once: refusals come in bursts, under overload
   int port_ = 0;
 
   // Lifecycle, under mutex_ (stopping_ and unfinished_calls_ are also read without it).

@@ -39,6 +39,28 @@ struct ServerOptions {
   int max_message_bytes = 4 * 1024 * 1024;
   /// Deepest nesting of a payload's arrays and objects; deeper fails with INVALID_ARGUMENT.
   std::size_t max_json_depth = 64;
+  /// Most requests that may wait in one endpoint's queue (backpressure, docs/endpoints.md). The
+  /// request its task holds does not count, nor does one handed straight to a task waiting in
+  /// get() or next(), or one that starts an idle task. A request arriving at a full queue fails at
+  /// once with RESOURCE_EXHAUSTED ("endpoint KEY has N requests waiting, the server's limit
+  /// (ServerOptions::max_queued_requests)") without reaching the task; the endpoint goes on
+  /// serving its queue. The default is far more than an endpoint can serve within a caller's
+  /// deadline (it serves one request at a time: 10,000 requests of 3 ms each take the client's
+  /// default 30 s), so it refuses only a runaway sender, and keeps one flooded endpoint to a tenth
+  /// of max_requests_in_flight. 0 accepts a request only when the task is waiting for it or idle;
+  /// 2^32 - 1 or more means no limit.
+  std::size_t max_queued_requests = 10'000;
+  /// Most requests the whole server holds at once: received and not yet answered (on their way to
+  /// the loop, queued, or held by tasks), over all endpoints. A request arriving over the limit
+  /// fails at once with RESOURCE_EXHAUSTED ("server has N requests in flight, its limit
+  /// (ServerOptions::max_requests_in_flight)"), on gRPC's thread, before its payload is parsed and
+  /// without reaching the loop. This is what bounds the server's memory under overload: a request
+  /// in flight costs its payload plus gRPC's state for the call, about 17 KiB with a small payload
+  /// (measured with gRPC 1.51; docs/protocol.md, "Limits"), so the default lets a saturated server
+  /// hold about 1.7 GB: a ceiling against runaway growth that leaves room for one request to each
+  /// of 100,000 endpoints, not a memory budget. Lower it to fit the host, and further when
+  /// payloads are large. The count is read with one relaxed atomic operation per request.
+  std::size_t max_requests_in_flight = 100'000;
   /// Requests one Exchange stream may have read and not yet answered. At the limit the stream
   /// stops reading until replies go out, so that HTTP/2 flow control holds its client back
   /// rather than the server's memory growing.

@@ -311,7 +311,7 @@ void ExchangeStream::read_on() {
   if (reads_ended_ || finished_ || broken_) {
     return;
   }
-  if (in_flight_.size() >= limits_.max_in_flight) {
+  if (in_flight_.size() >= limits_.max_in_flight || (!in_flight_.empty() && host_.saturated())) {
     read_paused_ = true;  // the next answer resumes reading
     return;
   }

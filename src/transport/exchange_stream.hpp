@@ -38,6 +38,8 @@ class StreamHost {
  public:
   /// Any thread: the server refuses new requests (it is shutting down).
   [[nodiscard]] virtual bool refusing() const noexcept = 0;
+  /// Any thread: the server holds as many requests as it may (ServerOptions::max_requests_in_flight).
+  [[nodiscard]] virtual bool saturated() const noexcept = 0;
   /// Any thread: a request was taken in / has its status. A graceful shutdown waits for them.
   virtual void request_started() noexcept = 0;
   virtual void request_finished() noexcept = 0;
@@ -70,8 +72,11 @@ struct StreamLimits {
 /// the first of them, go out together in the next message, split only at the message size
 /// limit. No timer: a lone reply goes out at once.
 ///
-/// Flow control: once `max_in_flight` requests are read and unanswered, the stream stops reading
-/// until replies bring it back below, so HTTP/2 flow control holds the client back.
+/// Flow control: once `max_in_flight` requests are read and unanswered, or the server is
+/// saturated while this stream has requests in flight, the stream stops reading until one of its
+/// replies goes out, so HTTP/2 flow control holds the client back. (A stream with nothing in
+/// flight always reads, so that each stream makes progress; it may take one batch past a
+/// saturated server's limit.)
 ///
 /// Lifetime: reference counted by gRPC (until OnDone) and by whatever the loop holds (queued
 /// jobs, requests, the deadline timer's wait). Finished exactly once, always on the loop: OK after

@@ -15,6 +15,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -50,7 +51,9 @@ struct QueuedRequest {
 /// Semantics (docs/endpoints.md): requests queue in arrival order. The task is invoked when a
 /// request is waiting and no invocation is running; `get` hands it the oldest request and makes it
 /// the held one; `push` answers the held one. When an invocation ends, a request it still holds
-/// fails (INTERNAL), and if requests are still waiting the task is invoked again.
+/// fails (INTERNAL), and if requests are still waiting the task is invoked again. The queue is
+/// bounded: a request arriving when `max_queued` requests already wait fails at once with
+/// RESOURCE_EXHAUSTED (rx::ServerOptions::max_queued_requests).
 class EndpointState final : public std::enable_shared_from_this<EndpointState>, public RequestQueue {
  public:
   using GetHandler = boost::asio::any_completion_handler<void(boost::system::error_code, boost::json::object)>;
@@ -61,15 +64,21 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   /// (rx::ServerOptions::on_task_error). Shared by every endpoint of a server.
   using TaskErrorHook = std::function<void(const TaskInstanceKey&, std::exception_ptr)>;
 
+  /// No bound on the queue (the default of a state made without a server).
+  static constexpr std::size_t UNBOUNDED = static_cast<std::size_t>(-1);
+
   /// A state without a task serves whoever calls get/push (tests, benchmarks, custom runners).
   /// Without `on_task_error`, such exceptions are rethrown from the io_context's run().
+  /// `max_queued`: how many requests may wait in the queue (the held one and one handed straight
+  /// to a waiting or idle task not counted); a bound of 2^32 - 1 or more is no bound.
   EndpointState(LoopExecutor executor, TaskInstanceKey key, Task task = {},
-                std::shared_ptr<const TaskErrorHook> on_task_error = {});
+                std::shared_ptr<const TaskErrorHook> on_task_error = {}, std::size_t max_queued = UNBOUNDED);
   EndpointState(const EndpointState&) = delete;
   EndpointState& operator=(const EndpointState&) = delete;
   ~EndpointState();
 
-  /// Queues a request (or hands it to a waiting get) and starts the task if it is idle.
+  /// Queues a request (or hands it to a waiting get) and starts the task if it is idle. A request
+  /// that would wait while the queue is full fails at once with RESOURCE_EXHAUSTED.
   void deliver(PendingReplyPtr reply, boost::json::object&& payload);
 
   void start_get(GetHandler handler);
@@ -85,6 +94,10 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   [[nodiscard]] const TaskInstanceKey& key() const noexcept { return key_; }
   [[nodiscard]] const LoopExecutor& executor() const noexcept { return executor_; }
   [[nodiscard]] std::size_t queued() const noexcept { return queue_.size(); }
+  /// The bound on queued(); UNBOUNDED for none.
+  [[nodiscard]] std::size_t max_queued() const noexcept {
+    return max_queued_ == NO_BOUND ? UNBOUNDED : std::size_t{max_queued_};
+  }
   [[nodiscard]] bool holding_request() const noexcept { return held_ != nullptr; }
   [[nodiscard]] bool closed() const noexcept { return closed_; }
   /// The status close() gave; only after close.
@@ -134,6 +147,7 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   void wait_type_erased(Handler&& handler);
   [[nodiscard]] bool waiting() const noexcept { return waiter_.index() != 0; }
   void enqueue(PendingReplyPtr&& reply, boost::json::object&& payload);
+  void refuse_queue_full(PendingReply& reply) const;
   void complete_waiter(boost::system::error_code error, boost::json::object&& payload);
   template <typename Handler>
   [[nodiscard]] bool can_complete_without_allocation(const Handler& handler) const;
@@ -160,6 +174,10 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   bool took_request_in_invocation_ = false;     // a get or next of the running invocation had a request
   bool invocation_running_ = false;
   bool closed_ = false;
+  // 32 bits, next to the flags, where the object had padding: the bound costs idle endpoints
+  // nothing. NO_BOUND (the largest value) is no bound.
+  static constexpr std::uint32_t NO_BOUND = static_cast<std::uint32_t>(-1);
+  std::uint32_t max_queued_ = NO_BOUND;
 };
 
 }  // namespace rx::detail

@@ -53,22 +53,27 @@ LoopJob* make_loop_job(Function&& function) {
 }
 
 /// Lets a blocked caller know that its job has run (LoopCore::run_and_wait).
+///
+/// The waiter lives on the blocked caller's stack, and the caller returns (destroying it) as soon
+/// as it sees the job has run. So signal() does everything under the lock, notify included, and
+/// a caller that saw ran() without the lock takes the lock once (settle()) before it returns:
+/// the signalling thread never touches a waiter that is gone.
 class LoopWaiter {
  public:
   void signal() noexcept {
-    {
-      const std::lock_guard lock(mutex_);
-      done_ = true;
-    }
+    const std::lock_guard lock(mutex_);
+    done_ = true;
     ran_.store(true, std::memory_order_release);
     changed_.notify_all();
   }
   [[nodiscard]] bool ran() const noexcept { return ran_.load(std::memory_order_acquire); }
-  /// Waits up to `timeout` for the job; true once it has run.
+  /// Waits up to `timeout` for the job; true once it has run (and signal() has let go).
   bool wait_for(std::chrono::microseconds timeout) {
     std::unique_lock lock(mutex_);
     return changed_.wait_for(lock, timeout, [this] { return done_; });
   }
+  /// After ran() said true: returns once signal() has let go of this waiter.
+  void settle() noexcept { const std::lock_guard lock(mutex_); }
 
  private:
   std::mutex mutex_;

@@ -7,8 +7,12 @@
 //       rx::Server -> endpoint -> task get() -> push(payload) -> reply -> completion on the client's Loop
 //   BM_UnaryRoundTrip/processes:P/in_flight:N/payload_bytes:B/rxcomm_server  raw callback client ->
 //       rx::Server (our server alone, as a client in another language would use it)
-//   BM_StreamEcho/processes:1/in_flight:N/payload_bytes:B/raw_grpc           raw bidirectional-stream
-//       echo, N messages in flight on one stream: the baseline of the coming multiplexed stream
+//   BM_StreamEcho/processes:P/in_flight:N/payload_bytes:B/raw_grpc           raw bidirectional-stream
+//       echo, N messages in flight on one stream, one request per message: the baseline of Exchange
+//   BM_StreamEcho/processes:P/in_flight:N/payload_bytes:B/rxcomm_server      raw Exchange client ->
+//       rx::Server's Exchange stream -> endpoints -> echo tasks: N requests in flight on one stream,
+//       batched as the protocol asks (every frame queued while a write is on the wire goes in the
+//       next message, both ways), spread over the endpoints round robin
 //
 // processes:1 runs client and server in this process: they share gRPC's pollers, which hides
 // part of a client's cost. processes:2 runs the server in a child process (bench/bench_server.cpp,
@@ -28,6 +32,7 @@
 #include "codec.hpp"
 #include "common/child_process.hpp"
 #include "common/closed_loop.hpp"
+#include "common/exchange_client.hpp"
 #include "common/payloads.hpp"
 #include "common/raw_echo.hpp"
 #include "common/rxcomm_echo.hpp"
@@ -70,6 +75,16 @@ class Messages {
     return it->second;
   }
 
+  /// The endpoints' keys as the wire has them.
+  [[nodiscard]] const std::vector<remote_xcomm::v1::TaskInstanceKey>& wire_keys() {
+    if (wire_keys_.empty()) {
+      for (const auto& key : keys_) {
+        rx::detail::to_proto(key, wire_keys_.emplace_back());
+      }
+    }
+    return wire_keys_;
+  }
+
   /// What rx::Client puts on the wire for payload(bytes) sent to key(slot).
   [[nodiscard]] const SendRequest& raw_request(std::size_t bytes, int slot) {
     const auto id = std::make_pair(bytes, slot);
@@ -85,6 +100,7 @@ class Messages {
 
  private:
   std::vector<rx::TaskInstanceKey> keys_;
+  std::vector<remote_xcomm::v1::TaskInstanceKey> wire_keys_;
   std::map<std::size_t, boost::json::object> payloads_;
   std::map<std::pair<std::size_t, int>, SendRequest> raw_requests_;
 };
@@ -125,12 +141,14 @@ struct ServerProcess {
       : child(sibling_executable("bench_server"), arguments),
         target("127.0.0.1:" + std::to_string(parse_ports(child.read_line()).at(0))),
         channel(make_channel(target)),
-        stub(remote_xcomm::v1::RemoteXComm::NewStub(channel)) {}
+        stub(remote_xcomm::v1::RemoteXComm::NewStub(channel)),
+        stream_stub(remote_xcomm::bench::v1::BenchEcho::NewStub(channel)) {}
 
   ChildProcess child;
   std::string target;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<remote_xcomm::v1::RemoteXComm::Stub> stub;
+  std::unique_ptr<remote_xcomm::bench::v1::BenchEcho::Stub> stream_stub;  // the raw server's stream echo
 };
 
 /// Two processes: a raw and an rx server process, started on first use, and our client here.
@@ -323,21 +341,43 @@ void unary_two_process(benchmark::State& state, Variant variant, int in_flight, 
   }
 }
 
-void stream_raw_grpc(benchmark::State& state, int in_flight, std::size_t bytes) {
-  OneProcess& one = one_process();
-  const SendRequest& request = env().messages.raw_request(bytes, 0);
-  UsageProbe probe(&one.rxcomm(), nullptr, nullptr);
-  ClosedLoop loop(std::max<std::int64_t>(state.max_iterations, 1));
-  grpc::Status status;
-  while (state.KeepRunningBatch(loop.total())) {
-    status = run_raw_stream(one.raw_stream(), request, in_flight, loop);
-  }
-  if (!status.ok()) {
-    state.SkipWithError(("raw EchoStream failed: " + status.error_message()).c_str());
+// One stream, raw echo or our Exchange, in one process or two.
+void stream_echo(benchmark::State& state, Variant variant, int processes, int in_flight, std::size_t bytes) {
+  Messages& messages = env().messages;
+  const SendRequest& request = messages.raw_request(bytes, 0);
+  ServerProcess* server = nullptr;
+  OneProcess* one = nullptr;
+  try {
+    if (processes == 1) {
+      one = &one_process();
+    } else {
+      server = variant == Variant::raw_grpc ? &two_process().raw_server() : &two_process().rxcomm_server();
+    }
+  } catch (const std::exception& error) {
+    state.SkipWithError((std::string("cannot start bench_server: ") + error.what()).c_str());
     return;
   }
-  report_closed_loop(state, loop, "messages_per_second");
-  probe.report(state);
+  try {
+    UsageProbe probe(one != nullptr ? &one->rxcomm() : nullptr, nullptr, server != nullptr ? &server->child : nullptr);
+    ClosedLoop loop(std::max<std::int64_t>(state.max_iterations, 1));
+    grpc::Status status;
+    while (state.KeepRunningBatch(loop.total())) {
+      if (variant == Variant::raw_grpc) {
+        status = run_raw_stream(one != nullptr ? one->raw_stream() : *server->stream_stub, request, in_flight, loop);
+      } else {
+        status = run_exchange_stream(one != nullptr ? one->raw_to_rxcomm() : *server->stub, messages.wire_keys(),
+                                     request.payload_json(), in_flight, loop);
+      }
+    }
+    if (!status.ok()) {
+      state.SkipWithError(("the stream failed: " + status.error_message()).c_str());
+      return;
+    }
+    report_closed_loop(state, loop, "messages_per_second");
+    probe.report(state);
+  } catch (const std::exception& error) {  // the server process died: ChildProcess::stats throws
+    state.SkipWithError(error.what());
+  }
 }
 
 std::string name(const std::string& family, int processes, int in_flight, std::size_t bytes, Variant variant) {
@@ -370,9 +410,13 @@ int main(int argc, char** argv) {
       }
     }
   }
-  for (const int in_flight : {1, 256}) {
-    configure(benchmark::RegisterBenchmark(name("BM_StreamEcho", 1, in_flight, BYTES, Variant::raw_grpc).c_str(),
-                                           &stream_raw_grpc, in_flight, BYTES));
+  for (const int processes : {1, 2}) {
+    for (const int in_flight : {1, 256, 4096}) {
+      for (const Variant variant : {Variant::raw_grpc, Variant::rxcomm_server}) {
+        configure(benchmark::RegisterBenchmark(name("BM_StreamEcho", processes, in_flight, BYTES, variant).c_str(),
+                                               &stream_echo, variant, processes, in_flight, BYTES));
+      }
+    }
   }
 
   benchmark::Initialize(&argc, argv);

@@ -266,6 +266,9 @@ void ExchangeStream::take_batch(ReadBatch& batch) {
       take_request(frame.id(), view_of(frame.key()), std::move(batch.payloads[at]), frame.timeout_ms());
     }
   }
+  // The replies the batch made at once (tasks that answer without waiting) leave now, before the
+  // next read is started; later ones follow the queued flush or the end of this write.
+  flush();
   read_on();
 }
 
@@ -419,8 +422,12 @@ void ExchangeStream::schedule_flush() {
   post_job(loop_, &flush_job_);
 }
 
-void ExchangeStream::flush() {
+void ExchangeStream::scheduled_flush() {
   flush_scheduled_ = false;
+  flush();
+}
+
+void ExchangeStream::flush() {
   if (write_in_flight_ || outbox_.empty() || broken_ || finished_) {
     return;
   }

@@ -144,6 +144,7 @@ class ExchangeStream final
   void answer(Request& request, grpc::StatusCode code, const std::string& message, std::string&& reply_json);
   void queue_reply(std::uint64_t id, grpc::StatusCode code, const std::string& message, std::string&& reply_json);
   void schedule_flush();
+  void scheduled_flush();
   void flush();
   void request_finish(grpc::Status status);
   void maybe_finish();
@@ -173,10 +174,10 @@ class ExchangeStream final
   std::unique_ptr<DeadlineSet> deadlines_;
   std::unique_ptr<boost::asio::steady_timer> deadline_timer_;
   std::chrono::steady_clock::time_point timer_armed_for_ = std::chrono::steady_clock::time_point::max();
-  std::deque<remote_xcomm::v1::ExchangeResponse> outbox_;  // batches waiting for the wire
-  std::size_t outbox_back_bytes_ = 0;                      // bound on the encoded size of outbox_.back()
-  remote_xcomm::v1::ExchangeResponse writing_;             // gRPC's while a write is in flight
-  MemberJob flush_job_{this, &ExchangeStream::flush};
+  std::deque<remote_xcomm::v1::ExchangeResponse> outbox_;        // batches waiting for the wire
+  std::size_t outbox_back_bytes_ = 0;                            // bound on the encoded size of outbox_.back()
+  remote_xcomm::v1::ExchangeResponse writing_;                   // gRPC's while a write is in flight
+  MemberJob flush_job_{this, &ExchangeStream::scheduled_flush};  // queued while flush_scheduled_
   grpc::Status finish_status_;
   bool opened_ = false;
   bool registered_ = false;

@@ -407,9 +407,14 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     for (const auto& endpoint : endpoints) {
       endpoint->close(status);
     }
-    // Streams end once the replies just made are written. Copied: each leaves the set as it ends.
-    const std::vector<ExchangeStream*> streams(streams_.begin(), streams_.end());
-    for (ExchangeStream* stream : streams) {
+    // Streams end once the replies just made are written. Copied, with references: each leaves
+    // the set as it ends, and ending one runs task code that may end another.
+    std::vector<boost::intrusive_ptr<ExchangeStream>> streams;
+    streams.reserve(streams_.size());
+    for (ExchangeStream* stream : streams_) {
+      streams.emplace_back(stream);
+    }
+    for (const auto& stream : streams) {
       stream->end_for_shutdown();
     }
   }

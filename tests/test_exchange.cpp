@@ -23,6 +23,7 @@
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -71,8 +72,8 @@ std::string id_payload(std::uint64_t id) { return json::serialize(json::object{{
 /// only guards against a hang: every reply a test reads is caused by the test.
 class RawStream {
  public:
-  explicit RawStream(const std::string& target)
-      : channel_(grpc::CreateChannel(target, grpc::InsecureChannelCredentials())),
+  explicit RawStream(const std::string& target, const grpc::ChannelArguments& arguments = {})
+      : channel_(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments)),
         stub_(pb::RemoteXComm::NewStub(channel_)) {
     context_.set_deadline(std::chrono::system_clock::now() + rx_test::HANG_GUARD);
     stream_ = stub_->Exchange(&context_);
@@ -348,6 +349,59 @@ TEST_F(ExchangeFlowControlTest, AStreamReadsNoFurtherThanItsLimitOfRequestsInFli
   EXPECT_EQ(answered.size(), REQUESTS);
   EXPECT_LE(on_loop([&] { return holder->most_held; }), 4U);
   EXPECT_TRUE(stream.close().ok());
+}
+
+TEST_F(ExchangeFlowControlTest, FramesOfOneBatchPastTheStreamsLimitAreRefusedAndTheRestServed) {
+  const auto holder = attach_holder(make_key("held"), 4);
+  RawStream stream(server_.target());
+  std::vector<pb::ExchangeFrame> frames;
+  for (std::uint64_t id = 0; id < 10; ++id) {
+    frames.push_back(request_frame(id, make_key("held"), id_payload(id)));
+  }
+  ASSERT_TRUE(stream.write(frames));  // one message: pacing reads cannot stop it halfway
+  std::map<std::uint64_t, pb::ExchangeReply> refused;
+  for (const pb::ExchangeReply& reply : stream.read(6)) {
+    refused[reply.id()] = reply;
+  }
+  for (std::uint64_t id = 4; id < 10; ++id) {
+    EXPECT_EQ(refused[id].code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << id << ": " << refused[id].message();
+  }
+  rx_test::wait_for(holder->holding_enough.get_future(), "the task to hold the first four");
+  holder->gate.open();
+  for (const pb::ExchangeReply& reply : stream.read(4)) {
+    EXPECT_LT(reply.id(), 4U);
+    EXPECT_EQ(reply.code(), 0) << reply.message();
+  }
+  EXPECT_TRUE(stream.close().ok());
+}
+
+TEST_F(ExchangeTest, AStreamCancelledWhileItsWriteIsStuckOnAClientThatDoesNotReadStillEnds) {
+  // The client reads nothing and its receive window is small, so the server's write of the
+  // replies cannot complete; the stream is cancelled while that write is in flight. Whichever
+  // order gRPC reports the cancel and the failed write in, the server must still finish the
+  // stream, or its shutdown (bounded below) waits forever.
+  auto pushed = std::make_shared<std::promise<void>>();
+  constexpr int FRAMES = 12;
+  ASSERT_TRUE(server_.attach(make_key("echo"), [pushed](rx::Endpoint endpoint) -> asio::awaitable<void> {
+    for (int i = 0; i < FRAMES; ++i) {
+      json::object payload = co_await endpoint.get();
+      co_await endpoint.push(std::move(payload));
+    }
+    pushed->set_value();
+  }));
+  grpc::ChannelArguments arguments;
+  arguments.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);  // keep the client's window at its initial 64 KiB
+  RawStream stream(server_.target(), arguments);
+  const std::string blob = json::serialize(json::object{{"blob", std::string(256 * 1024, 'x')}});
+  std::vector<pb::ExchangeFrame> frames;
+  for (int id = 0; id < FRAMES; ++id) {
+    frames.push_back(request_frame(static_cast<std::uint64_t>(id), make_key("echo"), blob));
+  }
+  ASSERT_TRUE(stream.write(frames));
+  rx_test::wait_for(pushed->get_future(), "the task to push every reply");
+  stream.context().TryCancel();
+  auto stopped = std::async(std::launch::async, [this] { server_.shutdown(); });
+  rx_test::wait_for(stopped, "the server's shutdown (a stream never finished would hold it)");
 }
 
 TEST_F(ExchangeTest, ACancelledStreamGivesUpItsRequestsAndTheServerServesOn) {

@@ -12,6 +12,7 @@
 
 #include <exception>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace rx::detail {
@@ -23,6 +24,8 @@ using remote_xcomm::v1::ExchangeFrame;
 // Room kept in a message for one reply's framing besides its JSON text and message: the id,
 // the code and the length prefixes take at most 3 × 11 bytes.
 constexpr std::size_t REPLY_FRAMING_BYTES = 64;
+// Longest status message a reply carries.
+constexpr std::size_t MAX_STATUS_MESSAGE_BYTES = 16 * 1024;
 
 std::string cancelled_message(std::uint64_t id) { return "the caller cancelled request " + std::to_string(id); }
 
@@ -39,6 +42,11 @@ class ExchangeStream::Request final : public PendingReply, public boost::intrusi
       : stream_(&stream), id_(id), expires_(expires), deadline_(deadline) {}
 
   [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+
+  /// A reference, unless the last one was already dropped (its answer is on its way to the loop).
+  [[nodiscard]] PendingReplyPtr acquire() noexcept {
+    return try_add_reference() ? PendingReplyPtr(this, /*add_ref=*/false) : PendingReplyPtr();
+  }
   [[nodiscard]] std::chrono::steady_clock::time_point expires() const noexcept {
     return expires_.value_or(std::chrono::steady_clock::time_point::max());
   }
@@ -148,9 +156,10 @@ bool ExchangeStream::DeadlineOrder::operator()(const Request& a, const Request& 
 
 /// A batch read from the stream, parsed on the thread that read it, on its way to the loop.
 struct ExchangeStream::ReadBatch {
-  remote_xcomm::v1::ExchangeRequest message;  // the keys are views into it
-  std::vector<boost::json::object> payloads;  // one per frame, empty for a cancel or a bad payload
-  std::vector<std::string> errors;            // one per frame: why its payload was refused, or empty
+  std::chrono::steady_clock::time_point read_at;  // frames' timeouts count from here
+  remote_xcomm::v1::ExchangeRequest message;      // the keys are views into it
+  std::vector<boost::json::object> payloads;      // one per frame, empty for a cancel or a bad payload
+  std::vector<std::string> errors;                // one per frame: why its payload was refused, or empty
 };
 
 void ExchangeStream::MemberJob::invoke_member(LoopJob* job, bool run) noexcept {
@@ -199,6 +208,7 @@ void ExchangeStream::OnReadDone(bool ok) {
   // Parsed here, on the thread that read the batch, as Send parses its payload: a bad one is
   // refused without costing the loop anything but its reply.
   auto batch = std::make_unique<ReadBatch>();
+  batch->read_at = std::chrono::steady_clock::now();
   batch->message.Swap(&reading_);
   const int frames = batch->message.frames_size();
   batch->payloads.resize(static_cast<std::size_t>(frames));
@@ -254,17 +264,38 @@ void ExchangeStream::take_batch(ReadBatch& batch) {
     const auto at = static_cast<std::size_t>(i);
     if (frame.cancel()) {
       take_cancel(frame.id());
-    } else if (in_flight_.contains(frame.id())) {
+      continue;
+    }
+    if (in_flight_.contains(frame.id())) {
       // The request already in flight under this id goes on; this frame is refused.
       queue_reply(frame.id(), grpc::StatusCode::ALREADY_EXISTS,
                   "request " + std::to_string(frame.id()) + " is already in flight on this stream", {});
-    } else if (!batch.errors[at].empty()) {
-      queue_reply(frame.id(), grpc::StatusCode::INVALID_ARGUMENT, batch.errors[at], {});
-    } else if (finish_requested_ || host_.refusing()) {
-      queue_reply(frame.id(), grpc::StatusCode::UNAVAILABLE, "server is shutting down", {});
-    } else {
-      take_request(frame.id(), view_of(frame.key()), std::move(batch.payloads[at]), frame.timeout_ms());
+      continue;
     }
+    // Counted before the checks, as Send counts its call before it looks at the server's state:
+    // a graceful shutdown that saw the count at zero cannot miss a request taken after.
+    host_.request_started();
+    std::optional<grpc::Status> refused;
+    if (finish_requested_ || host_.refusing()) {
+      refused.emplace(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
+    } else if (!batch.errors[at].empty()) {
+      refused.emplace(grpc::StatusCode::INVALID_ARGUMENT, batch.errors[at]);
+    } else if (in_flight_.size() >= limits_.max_in_flight) {
+      // The pacing below stops reading at the limit; a batch larger than what is left is refused
+      // past it, so the limit holds whatever the client packs into one message.
+      refused.emplace(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      "the stream has " + std::to_string(in_flight_.size()) +
+                          " requests in flight, the server's limit (ServerOptions::max_stream_requests_in_flight)");
+    } else if (host_.saturated()) {
+      refused.emplace(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      "server has reached its limit of requests in flight (ServerOptions::max_requests_in_flight)");
+    }
+    if (refused) {
+      host_.request_finished();
+      queue_reply(frame.id(), refused->error_code(), refused->error_message(), {});
+      continue;
+    }
+    take_request(frame.id(), view_of(frame.key()), std::move(batch.payloads[at]), frame.timeout_ms(), batch.read_at);
   }
   // The replies the batch made at once (tasks that answer without waiting) leave now, before the
   // next read is started; later ones follow the queued flush or the end of this write.
@@ -273,21 +304,28 @@ void ExchangeStream::take_batch(ReadBatch& batch) {
 }
 
 void ExchangeStream::take_request(std::uint64_t id, TaskInstanceKeyView key, boost::json::object&& payload,
-                                  std::uint64_t timeout_ms) {
+                                  std::uint64_t timeout_ms, std::chrono::steady_clock::time_point read_at) {
+  // Counted already (take_batch): from here every path ends in answer(), which uncounts it.
   std::optional<std::chrono::steady_clock::time_point> expires;
   std::optional<std::chrono::system_clock::time_point> deadline = stream_deadline_;
   if (timeout_ms != 0) {
     // Clamped so that no clock arithmetic overflows: a century is as good as no deadline.
     constexpr std::uint64_t LONGEST_MS = 100ULL * 365 * 24 * 3600 * 1000;
     const std::chrono::milliseconds timeout(std::min(timeout_ms, LONGEST_MS));
-    expires = std::chrono::steady_clock::now() + timeout;
-    const auto wall = std::chrono::system_clock::now() + timeout;
+    expires = read_at + timeout;  // counted from the read, as the protocol says
+    const auto wall = std::chrono::system_clock::now() + (*expires - std::chrono::steady_clock::now());
     deadline = deadline ? std::min(*deadline, wall) : wall;
   }
-  auto* const request = new Request(*this, id, expires, deadline);
+  Request* request = nullptr;
+  try {
+    request = new Request(*this, id, expires, deadline);
+  } catch (...) {
+    host_.request_finished();
+    queue_reply(id, grpc::StatusCode::RESOURCE_EXHAUSTED, "the server is out of memory", {});
+    return;
+  }
   PendingReplyPtr reply(request);
-  in_flight_.emplace(id, request);
-  host_.request_started();
+  in_flight_.emplace(id, request);  // a throw here drops `reply` unanswered: it answers INTERNAL
   if (expires) {
     if (!deadlines_) {
       deadlines_ = std::make_unique<DeadlineSet>();
@@ -306,16 +344,22 @@ void ExchangeStream::take_cancel(std::uint64_t id) {
     queue_reply(id, grpc::StatusCode::NOT_FOUND, "no request " + std::to_string(id) + " in flight on this stream", {});
     return;
   }
-  const PendingReplyPtr request(it->second);
-  request->give_up(grpc::Status(grpc::StatusCode::CANCELLED, cancelled_message(id)));
+  if (const PendingReplyPtr request = it->second->acquire()) {
+    request->give_up(grpc::Status(grpc::StatusCode::CANCELLED, cancelled_message(id)));
+  }
 }
 
 void ExchangeStream::read_on() {
-  if (reads_ended_ || finished_ || broken_) {
-    return;
+  if (reads_ended_ || finished_ || broken_ || finish_requested_) {
+    return;  // a stream that is finishing reads no more
   }
-  if (in_flight_.size() >= limits_.max_in_flight || (!in_flight_.empty() && host_.saturated())) {
-    read_paused_ = true;  // the next answer resumes reading
+  // Paused while the stream has its limit of requests in flight, while the server is saturated
+  // and this stream holds some of it, or while a whole message of replies waits behind the write
+  // in flight (a client that does not read its replies): the next answer, or the end of the
+  // write, reads on.
+  if (in_flight_.size() >= limits_.max_in_flight || (!in_flight_.empty() && host_.saturated()) ||
+      (write_in_flight_ && outbox_.size() > 1)) {
+    read_paused_ = true;
     return;
   }
   read_paused_ = false;
@@ -338,11 +382,16 @@ void ExchangeStream::write_done(bool ok) {
     return;
   }
   flush();
+  if (read_paused_) {
+    read_on();  // reading may have paused for the outbox
+  }
   maybe_finish();
 }
 
 void ExchangeStream::break_stream(const grpc::Status& for_requests, grpc::Status for_stream) {
   if (broken_) {
+    // Broken already (OnCancel, then the failed write): the finish may have waited for this write.
+    maybe_finish();
     return;
   }
   broken_ = true;
@@ -364,7 +413,9 @@ void ExchangeStream::give_up_all(const grpc::Status& status) {
   std::vector<PendingReplyPtr> requests;
   requests.reserve(in_flight_.size());
   for (const auto& [id, request] : in_flight_) {
-    requests.emplace_back(request);
+    if (PendingReplyPtr held = request->acquire()) {
+      requests.push_back(std::move(held));
+    }
   }
   for (const PendingReplyPtr& request : requests) {
     request->give_up(status);
@@ -394,7 +445,10 @@ void ExchangeStream::queue_reply(std::uint64_t id, grpc::StatusCode code, const 
   if (broken_ || finished_) {
     return;  // nothing reaches the client any more
   }
-  const std::size_t bytes = reply_json.size() + message.size() + REPLY_FRAMING_BYTES;
+  // A status message can quote client input (a key) or a task's exception text: capped, so that
+  // one reply cannot exceed the message limit and break the stream for every other request.
+  const std::string_view text = std::string_view(message).substr(0, MAX_STATUS_MESSAGE_BYTES);
+  const std::size_t bytes = reply_json.size() + text.size() + REPLY_FRAMING_BYTES;
   if (outbox_.empty() || outbox_back_bytes_ + bytes > limits_.max_message_bytes) {
     outbox_.emplace_back();
     outbox_back_bytes_ = 0;
@@ -402,8 +456,8 @@ void ExchangeStream::queue_reply(std::uint64_t id, grpc::StatusCode code, const 
   remote_xcomm::v1::ExchangeReply* const reply = outbox_.back().add_replies();
   reply->set_id(id);
   reply->set_code(static_cast<int>(code));
-  if (!message.empty()) {
-    reply->set_message(message);
+  if (!text.empty()) {
+    reply->set_message(std::string(text));
   }
   if (!reply_json.empty()) {
     reply->set_reply_json(std::move(reply_json));
@@ -497,11 +551,12 @@ void ExchangeStream::deadlines_passed() {
   timer_armed_for_ = std::chrono::steady_clock::time_point::max();
   const auto now = std::chrono::steady_clock::now();
   while (!deadlines_->empty() && deadlines_->begin()->expires() <= now) {
-    const PendingReplyPtr request(&*deadlines_->begin());
+    Request& expired = *deadlines_->begin();
     deadlines_->erase(deadlines_->begin());
-    request->give_up(
-        grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                     "the deadline of request " + std::to_string(static_cast<Request&>(*request).id()) + " passed"));
+    if (const PendingReplyPtr request = expired.acquire()) {
+      request->give_up(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                    "the deadline of request " + std::to_string(expired.id()) + " passed"));
+    }
   }
   arm_deadline_timer();
 }

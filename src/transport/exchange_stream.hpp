@@ -134,7 +134,8 @@ class ExchangeStream final
   // ---- the loop: every member below ----
   void open();
   void take_batch(ReadBatch& batch);
-  void take_request(std::uint64_t id, TaskInstanceKeyView key, boost::json::object&& payload, std::uint64_t timeout_ms);
+  void take_request(std::uint64_t id, TaskInstanceKeyView key, boost::json::object&& payload, std::uint64_t timeout_ms,
+                    std::chrono::steady_clock::time_point read_at);
   void take_cancel(std::uint64_t id);
   void read_on();
   void reads_ended();
@@ -152,7 +153,6 @@ class ExchangeStream final
   void arm_deadline_timer();
   void deadlines_passed();
 
-  grpc::CallbackServerContext* context_;  // owned by gRPC; valid until OnDone
   StreamHost& host_;
   LoopExecutor loop_;
   StreamLimits limits_;

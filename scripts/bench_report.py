@@ -53,6 +53,11 @@ SERVER_THROUGHPUT_TARGET = 0.95
 CAPTURE_RATIO_TARGET = 2.0
 HANDOFF_NS_TARGET = 100.0
 DENSITY_KIB_TARGET = 2.0
+# Issue 7: the Exchange stream against raw gRPC.
+EXCHANGE_VS_UNARY_THROUGHPUT_TARGET = 10.0  # Exchange at 4,096 ÷ raw unary at 64
+EXCHANGE_VS_STREAM_THROUGHPUT_TARGET = 3.0  # Exchange at 256 ÷ raw bidi echo at 256
+EXCHANGE_P50_TARGET = 1.10                  # Exchange at 1 ÷ raw bidi echo at 1
+EXCHANGE_CPU_TARGET = 0.25                  # CPU per message, Exchange at 4,096 ÷ raw unary at 64
 
 
 @dataclass
@@ -340,6 +345,29 @@ def section_targets(results: list[Result], pairs: list[Pair]) -> str:
             r = server64.throughput_ratio
             rows.append([f"raw client → our server, throughput at 64 in flight, ÷ raw gRPC ({mode[processes]})",
                          f"≥ {SERVER_THROUGHPUT_TARGET:.2f}×", fmt_ratio(r), verdict(r >= SERVER_THROUGHPUT_TARGET, r)])
+    for processes in ("1", "2"):
+        raw_unary64 = pair_where("BM_UnaryRoundTrip", "64", processes, "rxcomm")
+        stream1 = pair_where("BM_StreamEcho", "1", processes, "rxcomm_server")
+        stream256 = pair_where("BM_StreamEcho", "256", processes, "rxcomm_server")
+        stream4096 = pair_where("BM_StreamEcho", "4096", processes, "rxcomm_server")
+        if stream4096 and raw_unary64:
+            unary = raw_unary64.raw
+            r = ratio(stream4096.ours.get("messages_per_second"), unary.get("requests_per_second"))
+            rows.append([f"Exchange at 4,096 in flight ÷ raw unary at 64, throughput ({mode[processes]})",
+                         f"≥ {EXCHANGE_VS_UNARY_THROUGHPUT_TARGET:.0f}×", fmt_ratio(r),
+                         verdict(r >= EXCHANGE_VS_UNARY_THROUGHPUT_TARGET, r)])
+            c = ratio(cpu_us(stream4096.ours), cpu_us(unary))
+            rows.append([f"Exchange at 4,096 ÷ raw unary at 64, CPU per message ({mode[processes]})",
+                         f"≤ {EXCHANGE_CPU_TARGET:.2f}×", fmt_ratio(c), verdict(c <= EXCHANGE_CPU_TARGET, c)])
+        if stream256:
+            r = stream256.throughput_ratio
+            rows.append([f"Exchange at 256 in flight ÷ raw bidi echo at 256, throughput ({mode[processes]})",
+                         f"≥ {EXCHANGE_VS_STREAM_THROUGHPUT_TARGET:.0f}×", fmt_ratio(r),
+                         verdict(r >= EXCHANGE_VS_STREAM_THROUGHPUT_TARGET, r)])
+        if stream1:
+            r = stream1.p50_ratio
+            rows.append([f"Exchange at 1 in flight ÷ raw bidi echo at 1, p50 ({mode[processes]})",
+                         f"≤ {EXCHANGE_P50_TARGET:.2f}×", fmt_ratio(r), verdict(r <= EXCHANGE_P50_TARGET, r)])
     for result in results:
         if result.family == "BM_PollerCapture" and result.params.get("loaded_servers") == "2":
             r = result.get("capture_ratio")
@@ -358,7 +386,7 @@ def section_targets(results: list[Result], pairs: list[Pair]) -> str:
                      f"< {DENSITY_KIB_TARGET:.0f} KiB", f"{fmt(kib)} KiB", verdict(kib < DENSITY_KIB_TARGET, kib)])
     if not rows:
         return ""
-    return "## Targets (issues 3 and 6), checked against this run\n\n" + table(
+    return "## Targets (issues 3, 6 and 7), checked against this run\n\n" + table(
         ["target", "wanted", "this run", "met"], rows, ["l", "r", "r", "l"]) + "\n"
 
 

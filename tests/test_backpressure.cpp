@@ -332,18 +332,7 @@ class BackpressureServerTest : public rx_test::ServerFixture {
 
   // Sends with the generated stub, so that any payload text can be sent.
   grpc::Status raw_send(const rx::TaskInstanceKey& key, const std::string& payload_json) {
-    auto stub = remote_xcomm::v1::RemoteXComm::NewStub(
-        grpc::CreateChannel(server_.target(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + rx_test::DEFAULT_DEADLINE);
-    remote_xcomm::v1::SendRequest request;
-    request.mutable_key()->set_dag_id(key.dag_id);
-    request.mutable_key()->set_task_id(key.task_id);
-    request.mutable_key()->set_run_id(key.run_id);
-    request.mutable_key()->set_map_index(key.map_index);
-    request.set_payload_json(payload_json);
-    remote_xcomm::v1::SendResponse response;
-    return stub->Send(&context, request, &response);
+    return rx_test::raw_send(server_.target(), key, payload_json);
   }
 };
 

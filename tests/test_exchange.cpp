@@ -1,6 +1,7 @@
 // The Exchange stream, driven from outside by a plain gRPC client (the stub generated from the
 // proto, as any language's client would be): ids, batches, per-frame errors, cancel frames,
 // frame deadlines, flow control, a cancelled stream and a server shutting down mid-stream.
+#include "codec.hpp"
 #include "utils/gate.hpp"
 #include "utils/server_fixture.hpp"
 #include "utils/wait.hpp"
@@ -50,10 +51,7 @@ pb::ExchangeFrame request_frame(std::uint64_t id, const rx::TaskInstanceKey& key
                                 std::uint64_t timeout_ms = 0) {
   pb::ExchangeFrame frame;
   frame.set_id(id);
-  frame.mutable_key()->set_dag_id(key.dag_id);
-  frame.mutable_key()->set_task_id(key.task_id);
-  frame.mutable_key()->set_run_id(key.run_id);
-  frame.mutable_key()->set_map_index(key.map_index);
+  rx::detail::to_proto(key, *frame.mutable_key());
   frame.set_payload_json(payload_json);
   frame.set_timeout_ms(timeout_ms);
   return frame;

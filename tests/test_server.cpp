@@ -94,22 +94,7 @@ class ServerTest : public rx_test::ServerFixture {
   // Sends with the generated stub, bypassing rx::Client, so that any payload text can be sent.
   grpc::Status raw_send(const rx::TaskInstanceKey& key, const std::string& payload_json,
                         std::string* reply_json = nullptr) {
-    auto stub = remote_xcomm::v1::RemoteXComm::NewStub(
-        grpc::CreateChannel(server_.target(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + rx_test::DEFAULT_DEADLINE);
-    remote_xcomm::v1::SendRequest request;
-    request.mutable_key()->set_dag_id(key.dag_id);
-    request.mutable_key()->set_task_id(key.task_id);
-    request.mutable_key()->set_run_id(key.run_id);
-    request.mutable_key()->set_map_index(key.map_index);
-    request.set_payload_json(payload_json);
-    remote_xcomm::v1::SendResponse response;
-    grpc::Status status = stub->Send(&context, request, &response);
-    if (reply_json != nullptr) {
-      *reply_json = response.reply_json();
-    }
-    return status;
+    return rx_test::raw_send(server_.target(), key, payload_json, reply_json);
   }
 
   // Sends 100 requests at once to make_key() and checks that each got its own echo.

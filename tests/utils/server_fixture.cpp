@@ -1,6 +1,13 @@
 #include "utils/server_fixture.hpp"
 
+#include "codec.hpp"
+
+#include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
+
 #include <boost/asio/use_future.hpp>
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
 
 #include <exception>
 #include <utility>
@@ -11,6 +18,22 @@ namespace asio = boost::asio;
 
 std::string describe(const grpc::Status& status) {
   return std::to_string(static_cast<int>(status.error_code())) + ": " + status.error_message();
+}
+
+grpc::Status raw_send(const std::string& target, const rx::TaskInstanceKey& key, const std::string& payload_json,
+                      std::string* reply_json) {
+  auto stub = remote_xcomm::v1::RemoteXComm::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + DEFAULT_DEADLINE);
+  remote_xcomm::v1::SendRequest request;
+  rx::detail::to_proto(key, *request.mutable_key());
+  request.set_payload_json(payload_json);
+  remote_xcomm::v1::SendResponse response;
+  grpc::Status status = stub->Send(&context, request, &response);
+  if (reply_json != nullptr) {
+    *reply_json = response.reply_json();
+  }
+  return status;
 }
 
 rx::TaskInstanceKey make_key(const std::string& task_id, int map_index) { return {"dag", task_id, "run", map_index}; }

@@ -36,6 +36,12 @@ struct SendResult {
 /// "CODE: message", for failure messages.
 std::string describe(const grpc::Status& status);
 
+/// A unary Send to `target` with the generated stub (any payload text, as a client in another
+/// language sends it), on a channel of its own, with the default deadline; `reply_json`, when
+/// given, receives the reply.
+grpc::Status raw_send(const std::string& target, const rx::TaskInstanceKey& key, const std::string& payload_json,
+                      std::string* reply_json = nullptr);
+
 /// The key {"dag", task_id, "run", map_index}.
 rx::TaskInstanceKey make_key(const std::string& task_id = "task", int map_index = -1);
 

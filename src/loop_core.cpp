@@ -273,6 +273,33 @@ void LoopCore::hand_off(LoopJob* job) {
   }
 }
 
+void LoopCore::hand_off_pinned(LoopJob* job) {
+  if (append_if_holding(job)) {
+    return;
+  }
+  push(job);
+  if (running_in_this_thread()) {
+    return;
+  }
+  // No on_own_thread() here: it reads the io_context, which may be gone (a reaction is never the
+  // io_context's own thread outside loop work anyway).
+  if (detached_.load(std::memory_order_acquire)) {
+    destroy_queued_if_idle();
+    return;
+  }
+  if (!backlog_.load(std::memory_order_seq_cst) && !running_.load(std::memory_order_relaxed)) {
+    const BorrowSlot slot;
+    if (slot) {
+      const std::shared_ptr<LoopCore> keep_alive = shared_from_this();
+      run_pending(Runner::borrowed);
+      return;
+    }
+  }
+  if (!running_.load(std::memory_order_seq_cst)) {
+    schedule_drain();  // or, once the io_context is gone, destroys what is queued
+  }
+}
+
 void LoopCore::run_and_wait(LoopJob* job, LoopWaiter& waiter) {
   push(job);
   const std::shared_ptr<LoopCore> keep_alive = shared_from_this();
@@ -438,6 +465,7 @@ void LoopCore::detach_context() noexcept {
     const std::lock_guard lock(context_mutex_);
     live_context_ = nullptr;
   }
+  detached_.store(true, std::memory_order_release);
   // Destroy what is queued now, while every service of the io_context still exists (a queued
   // coroutine frame may own a timer, whose destructor needs the timer service), as Asio's
   // scheduler destroys its handlers at shutdown. Later posts are destroyed as they come

@@ -44,6 +44,10 @@ void run_and_wait(const LoopExecutor& executor, Function&& function);
 
 /// True when both executors submit to the same loop, whatever their properties.
 [[nodiscard]] bool same_loop(const LoopExecutor& a, const LoopExecutor& b) noexcept;
+
+/// Keeps the loop state behind `executor` alive for as long as the returned pointer lives, even
+/// past its io_context, for a transport that hands work over with LoopCore::hand_off_pinned.
+[[nodiscard]] std::shared_ptr<LoopCore> pin_loop(const LoopExecutor& executor);
 }  // namespace detail
 
 /// Executor of a Loop: runs work one thread at a time, without locks on the message path.
@@ -149,6 +153,7 @@ class LoopExecutor {
   friend void detail::post_job(const LoopExecutor& executor, detail::LoopJob* job);
   friend void detail::hand_off_job(const LoopExecutor& executor, detail::LoopJob* job);
   friend bool detail::same_loop(const LoopExecutor& a, const LoopExecutor& b) noexcept;
+  friend std::shared_ptr<detail::LoopCore> detail::pin_loop(const LoopExecutor& executor);
   template <typename Function>
   friend void detail::hand_off(const LoopExecutor& executor, Function&& function);
   template <typename Function>
@@ -186,6 +191,10 @@ inline void detail::post_job(const LoopExecutor& executor, LoopJob* job) { execu
 inline void detail::hand_off_job(const LoopExecutor& executor, LoopJob* job) { executor.core_->hand_off(job); }
 
 inline bool detail::same_loop(const LoopExecutor& a, const LoopExecutor& b) noexcept { return a.core_ == b.core_; }
+
+inline std::shared_ptr<detail::LoopCore> detail::pin_loop(const LoopExecutor& executor) {
+  return executor.core_->shared_from_this();
+}
 
 template <typename Function>
 void detail::hand_off(const LoopExecutor& executor, Function&& function) {

@@ -110,6 +110,15 @@ class LoopCore : public std::enable_shared_from_this<LoopCore> {
   void post(LoopJob* job);
   /// The library's hand-off from a transport thread: may borrow the calling thread (see above).
   void hand_off(LoopJob* job);
+  /// hand_off() for a transport whose reactions may come after the io_context is destroyed (the
+  /// client's Exchange stream outlives its Client, and its last gRPC reactions may come after the
+  /// application destroyed the io_context). The caller keeps this core alive (detail::pin_loop)
+  /// and is a gRPC reaction: never the io_context's own thread outside loop work. Touches the
+  /// io_context only under the lock that its destruction takes; once the io_context is gone, the
+  /// job is destroyed unrun (`invoke(job, false)`), as queued jobs are then. (A job that a
+  /// borrowed run started just before the io_context went may still run: such jobs must not need
+  /// the io_context when they are the last of their owner's work.)
+  void hand_off_pinned(LoopJob* job);
   /// For a caller that blocks until `job` has run (Server::attach, a shutdown and the like):
   /// runs the loop's pending work on the calling thread until `job` has run, whatever other
   /// threads borrow, since this thread would only wait otherwise; while another thread holds the
@@ -150,6 +159,7 @@ class LoopCore : public std::enable_shared_from_this<LoopCore> {
   // thread borrows until it has emptied the queue.
   std::atomic<bool> backlog_{false};
   std::atomic<std::size_t> work_{0};
+  std::atomic<bool> detached_{false};  // the io_context is being (or has been) destroyed
   // FIFO taken from incoming_, touched only by the token holder, who also appends its own posts
   // here (no locked instruction for the loop's work queueing more loop work).
   LoopJob* ready_ = nullptr;

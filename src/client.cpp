@@ -1,6 +1,10 @@
-// The client: one gRPC channel per target; replies go back to each caller's executor.
+// The client: one gRPC channel per target; replies go back to each caller's executor. Each send
+// is a unary call made here, or travels on its target's Exchange stream (src/client/).
 #include <remote_xcomm/client.hpp>
 
+#include "client/exchange_stream.hpp"
+#include "client/reply_decoding.hpp"
+#include "client/target_channel.hpp"
 #include "client_internal.hpp"
 #include "codec.hpp"
 #include "grpc_callback_threads.hpp"
@@ -12,7 +16,6 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/prefer.hpp>
-#include <boost/json/parser.hpp>
 
 #include <grpc/grpc.h>
 #include <grpcpp/create_channel.h>
@@ -21,25 +24,19 @@
 
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace rx {
 namespace detail {
 
 namespace asio = boost::asio;
 using Stub = remote_xcomm::v1::RemoteXComm::Stub;
-
-// One target's channel. Shared, so that a call whose start was deferred (see ClientImpl::complete)
-// can still be started after its Client was destroyed.
-struct TargetChannel : std::enable_shared_from_this<TargetChannel> {
-  explicit TargetChannel(std::string to) : target(std::move(to)) {}
-  std::string target;
-  std::unique_ptr<Stub> stub;
-};
 
 // Everything one call needs until its reply has been handed to the caller. It is also the loop
 // job that completes it, so a reply reaches a Loop's executor without another allocation.
@@ -117,12 +114,34 @@ class ClientImpl {
   ClientImpl(Loop* loop, std::unique_ptr<Loop> owned, ClientOptions options)
       : owned_loop_(std::move(owned)),
         executor_((loop != nullptr ? loop : owned_loop_.get())->get_executor()),
-        options_(std::move(options)) {
+        options_(std::move(options)),
+        exchange_limits_(exchange_limits()) {
     hold_grpc_callback_threads();  // this Client's channels may be freed on gRPC's threads
+  }
+
+  ClientImpl(const ClientImpl&) = delete;
+  ClientImpl& operator=(const ClientImpl&) = delete;
+
+  ~ClientImpl() {
+    if (options_.transport != Transport::exchange) {
+      return;
+    }
+    // Its streams end once their sends have completed; none touches this Client again.
+    std::vector<std::shared_ptr<ExchangeSlots>> slots;
+    slots.reserve(stubs_.size());
+    for (const auto& [target, channel] : stubs_) {
+      slots.push_back(channel->exchange);
+    }
+    close_exchange_streams(executor_, std::move(slots));
   }
 
   void start_send(std::string_view target, const TaskInstanceKey& key, std::string payload_json,
                   const SendOptions& options, const LoopExecutor* loop, Client::SendHandler handler) {
+    if (options_.transport == Transport::exchange) {
+      send_on_exchange(channel_for(target).shared_from_this(), key, std::move(payload_json), options, loop,
+                       std::move(handler));
+      return;
+    }
     auto* call = new SendCall(std::move(handler), loop, options_.max_json_depth);
     to_proto(key, *call->request.mutable_key());
     call->request.set_payload_json(std::move(payload_json));
@@ -211,64 +230,12 @@ class ClientImpl {
     }
   }
 
-  // Parses the reply into `call.reply`, or fails the call with INTERNAL. The common case (a valid
-  // object) uses this thread's parser, kept between replies so that its construction and its
-  // stack are paid once; a reply that fails is parsed again by the codec for its exact error.
+  // Parses the reply into `call.reply`, or fails the call with INTERNAL.
   static void decode_reply(SendCall& call) {
-    const std::string& text = call.response.reply_json();
-    if (text.empty()) {
-      return;  // the empty object
+    grpc::Status decoded = decode_reply_json(call.response.reply_json(), call.max_depth, call.reply);
+    if (!decoded.ok()) {
+      call.status = std::move(decoded);
     }
-    if (parse_reply_fast(text, call.max_depth, call.reply)) {
-      return;
-    }
-    std::string error;
-    bool too_deep = false;
-    if (!parse_json_object(text, call.max_depth, call.reply, error, &too_deep)) {
-      call.status = too_deep ? grpc::Status(grpc::StatusCode::INTERNAL, "server sent a reply nested deeper than " +
-                                                                            std::to_string(call.max_depth) +
-                                                                            " levels (ClientOptions::max_json_depth)")
-                             : grpc::Status(grpc::StatusCode::INTERNAL,
-                                            "server sent a reply that is not a JSON object: " + error);
-    }
-  }
-
-  // The thread parser keeps the stack it grew for its largest reply; larger replies, whose parse
-  // dwarfs a parser's construction anyway, get a parser of their own.
-  static constexpr std::size_t LARGEST_REPLY_FOR_THREAD_PARSER = 64 * 1024;
-
-  // True when `text` is one JSON object within `max_depth` with finite numbers, now in `out`.
-  static bool parse_reply_fast(std::string_view text, std::size_t max_depth, boost::json::object& out) {
-    if (text.size() > LARGEST_REPLY_FOR_THREAD_PARSER) {
-      return false;
-    }
-    struct ThreadParser {
-      explicit ThreadParser(std::size_t depth) : max_depth(depth), parser({}, options(depth)) {}
-      static boost::json::parse_options options(std::size_t depth) {
-        boost::json::parse_options options;
-        options.max_depth = depth;
-        return options;
-      }
-      std::size_t max_depth;
-      boost::json::parser parser;
-    };
-    thread_local std::optional<ThreadParser> cached;
-    if (!cached || cached->max_depth != max_depth) {
-      cached.emplace(max_depth);
-    }
-    boost::json::parser& parser = cached->parser;
-    parser.reset();  // the reply's memory comes from the default resource, as the codec's
-    boost::system::error_code ec;
-    parser.write(text.data(), text.size(), ec);
-    if (ec) {
-      return false;
-    }
-    boost::json::value value = parser.release();
-    if (!value.is_object() || !all_numbers_finite(value)) {
-      return false;
-    }
-    out = std::move(value.get_object());
-    return true;
   }
 
   // Lock-free for a send to the same target as the last new channel's or the last lookup's (one
@@ -280,7 +247,7 @@ class ClientImpl {
     const std::lock_guard lock(stubs_mutex_);
     auto it = stubs_.find(target);
     if (it == stubs_.end()) {
-      auto channel = std::make_shared<TargetChannel>(std::string(target));
+      auto channel = std::make_shared<TargetChannel>(std::string(target), executor_, exchange_limits_);
       channel->stub = remote_xcomm::v1::RemoteXComm::NewStub(
           grpc::CreateCustomChannel(channel->target, grpc::InsecureChannelCredentials(), channel_arguments()));
       it = stubs_.emplace(channel->target, std::move(channel)).first;
@@ -310,6 +277,23 @@ class ClientImpl {
     return arguments;
   }
 
+  // The Exchange streams' message limit: what gRPC lets this Client send (a channel argument
+  // overrides ClientOptions::max_message_bytes; a negative one means no limit).
+  [[nodiscard]] ExchangeLimits exchange_limits() const {
+    ExchangeLimits limits;
+    limits.max_json_depth = options_.max_json_depth;
+    int send_limit = options_.max_message_bytes;
+    const grpc_channel_args given = options_.channel_arguments.c_channel_args();
+    for (std::size_t i = 0; i < given.num_args; ++i) {
+      if (std::strcmp(given.args[i].key, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH) == 0 &&
+          given.args[i].type == GRPC_ARG_INTEGER) {
+        send_limit = given.args[i].value.integer;
+      }
+    }
+    limits.max_message_bytes = send_limit < 0 ? std::numeric_limits<int>::max() : static_cast<std::size_t>(send_limit);
+    return limits;
+  }
+
   struct StringHash {
     using is_transparent = void;
     std::size_t operator()(std::string_view text) const noexcept { return std::hash<std::string_view>{}(text); }
@@ -318,6 +302,7 @@ class ClientImpl {
   std::unique_ptr<Loop> owned_loop_;
   LoopExecutor executor_;
   ClientOptions options_;
+  ExchangeLimits exchange_limits_;
   std::atomic<TargetChannel*> last_{nullptr};
   std::mutex stubs_mutex_;
   std::unordered_map<std::string, std::shared_ptr<TargetChannel>, StringHash, std::equal_to<>> stubs_;

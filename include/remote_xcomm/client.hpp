@@ -58,8 +58,37 @@ struct SendOptions {
 /// SendOptions::timeout of a send without a deadline: `SendOptions{rx::no_deadline}`.
 inline constexpr std::nullopt_t no_deadline = std::nullopt;
 
+/// How a Client carries its sends to a server (ClientOptions::transport).
+enum class Transport {
+  /// One unary `Send` call per send.
+  unary,
+  /// One `Exchange` stream per target, carrying every send to that target at once, in batches.
+  exchange,
+};
+
 /// Options of a Client.
 struct ClientOptions {
+  /// How sends travel. Either way, Client::send has the same completion, statuses, deadlines and
+  /// cancellation; a server's answer to a request (NOT_FOUND, INVALID_ARGUMENT, the task's
+  /// INTERNAL, ...) is the same status with the same message.
+  ///
+  /// - `Transport::unary` (the default): one `Send` RPC per send.
+  /// - `Transport::exchange`: the sends to one target share one `Exchange` stream, opened by the
+  ///   first send to the target (a target has one stream for sends with
+  ///   SendOptions::wait_for_ready and one for those without, each opened with that setting), and
+  ///   written in batches; each carries its deadline in its frame and is also timed out by the
+  ///   client, which then cancels it on the stream. A stream that breaks fails every send in
+  ///   flight on it with UNAVAILABLE, saying why ("the Exchange stream ended before the reply
+  ///   arrived: ..."), and the next send opens a new stream. Differences from unary: a send
+  ///   larger than the send limit fails with RESOURCE_EXHAUSTED before it is written; a batch of
+  ///   replies larger than the receive limit breaks the stream (UNAVAILABLE for every send on it)
+  ///   rather than failing one send with RESOURCE_EXHAUSTED, so keep the receive limit at least
+  ///   the server's message limit. Sends complete through the Client's loop: besides the
+  ///   handler's own executor, the Client's io_context must stay alive (and be run) until every
+  ///   send has completed, even one whose handler runs elsewhere. A Client's streams end once it
+  ///   is destroyed and their sends have completed.
+  Transport transport = Transport::unary;
+
   /// Largest message accepted or sent, in bytes. A channel argument setting
   /// GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH or GRPC_ARG_MAX_SEND_MESSAGE_LENGTH overrides it.
   int max_message_bytes = 4 * 1024 * 1024;
@@ -92,7 +121,7 @@ struct ClientOptions {
 /// has run (even while it still runs). Destroying the Client with calls in flight is allowed:
 /// each still completes exactly once, with its real status (or CANCELLED when cancelled), on
 /// its executor; the executor's execution context (the io_context) must then stay alive until
-/// those completions have run.
+/// those completions have run (with Transport::exchange, the Client's io_context too).
 class Client {
  public:
   using executor_type = LoopExecutor;
@@ -120,7 +149,9 @@ class Client {
   ///
   /// Cancellation (any type): cancels the RPC (`ClientContext::TryCancel`); the operation then
   /// completes with CANCELLED, unless the reply was already on its way. The server drops the
-  /// request, or if the task holds it, the task's push reports errc::request_cancelled.
+  /// request, or if the task holds it, the task's push reports errc::request_cancelled. With
+  /// Transport::exchange the send completes with CANCELLED at once, unless its reply has arrived,
+  /// and a cancel frame carries the cancellation to the server, with the same effect there.
   template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
   auto send(std::string_view target, const TaskInstanceKey& key, const boost::json::object& payload,
             SendOptions options, CompletionToken&& token = {}) {

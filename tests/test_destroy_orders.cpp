@@ -1,7 +1,8 @@
 // Destruction orders: Server, Client, Loops and io_contexts torn down in every order the headers
 // allow, with calls in flight in every state (queued, held through get, held as an rx::Request,
-// answered), and client completions that signal and then keep running. Meant for the sanitizers;
-// without them each round still checks that every call ended exactly once.
+// answered), over both client transports (unary, Exchange), and client completions that signal and
+// then keep running. Meant for the sanitizers; without them each round still checks that every
+// call ended exactly once.
 #include "utils/payloads.hpp"
 #include "utils/server_fixture.hpp"
 #include "utils/wait.hpp"
@@ -102,10 +103,11 @@ class RunContext {
 
 struct Order {
   TaskKind task;
-  bool server_owns_loop;   // Server(io_context) rather than Server(loop)
-  bool client_owns_loop;   // Client(io_context) rather than Client(loop)
-  bool server_first;       // the Server is destroyed before the Client
-  bool explicit_shutdown;  // shutdown() before destruction, rather than the destructor's own
+  bool server_owns_loop;    // Server(io_context) rather than Server(loop)
+  bool client_owns_loop;    // Client(io_context) rather than Client(loop)
+  bool server_first;        // the Server is destroyed before the Client
+  bool explicit_shutdown;   // shutdown() before destruction, rather than the destructor's own
+  rx::Transport transport;  // the Client's: a unary call per send, or one Exchange stream
 };
 
 std::string order_name(const testing::TestParamInfo<Order>& param_info) {
@@ -113,7 +115,8 @@ std::string order_name(const testing::TestParamInfo<Order>& param_info) {
   return name_of(order.task) + (order.server_owns_loop ? "_ServerOwnsLoop" : "_SharedServerLoop") +
          (order.client_owns_loop ? "_ClientOwnsLoop" : "_SharedClientLoop") +
          (order.server_first ? "_ServerFirst" : "_ClientFirst") +
-         (order.explicit_shutdown ? "_ShutdownFirst" : "_DestructorShutsDown");
+         (order.explicit_shutdown ? "_ShutdownFirst" : "_DestructorShutsDown") +
+         (order.transport == rx::Transport::exchange ? "_Exchange" : "");
 }
 
 class DestroyOrder : public testing::TestWithParam<Order> {};
@@ -129,8 +132,10 @@ TEST_P(DestroyOrder, EveryCallEndsOnceAndNothingTouchesWhatIsGone) {
     auto client_loop = std::make_unique<rx::Loop>(client_context->get());
     auto server = order.server_owns_loop ? std::make_unique<rx::Server>(server_context->get())
                                          : std::make_unique<rx::Server>(*server_loop);
-    auto client = order.client_owns_loop ? std::make_unique<rx::Client>(client_context->get())
-                                         : std::make_unique<rx::Client>(*client_loop);
+    rx::ClientOptions client_options;
+    client_options.transport = order.transport;
+    auto client = order.client_owns_loop ? std::make_unique<rx::Client>(client_context->get(), client_options)
+                                         : std::make_unique<rx::Client>(*client_loop, client_options);
     ASSERT_TRUE(server->attach(make_key(), make_task(order.task)));
     server->start();
 
@@ -198,7 +203,9 @@ std::vector<Order> every_order() {
       for (bool client_owns_loop : {false, true}) {
         for (bool server_first : {true, false}) {
           for (bool explicit_shutdown : {false, true}) {
-            orders.push_back({task, server_owns_loop, client_owns_loop, server_first, explicit_shutdown});
+            for (rx::Transport transport : {rx::Transport::unary, rx::Transport::exchange}) {
+              orders.push_back({task, server_owns_loop, client_owns_loop, server_first, explicit_shutdown, transport});
+            }
           }
         }
       }

@@ -6,6 +6,8 @@
 #include "utils/server_fixture.hpp"
 #include "utils/wait.hpp"
 
+#include "client/exchange_stream.hpp"
+
 #include <remote_xcomm/client.hpp>
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/request.hpp>
@@ -23,6 +25,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <grpc/grpc.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
@@ -74,6 +79,12 @@ void wait_ready(const std::shared_future<void>& event, const std::string& what) 
   }
 }
 
+// Every stream the test's Clients opened ends once they are gone and their sends completed.
+void expect_every_stream_ended() {
+  EXPECT_TRUE(rx::detail::wait_until_no_client_exchange_streams(rx_test::HANG_GUARD))
+      << rx::detail::client_exchange_streams_alive() << " client Exchange streams still open";
+}
+
 rx_test::SendResult wait(SendFuture future, const std::string& what = "a reply") {
   auto [status, reply] = rx_test::wait_for(future, what);
   return {std::move(status), std::move(reply)};
@@ -110,6 +121,131 @@ rx::Server::Task holding_task(const std::shared_ptr<Holder>& holder) {
   };
 }
 
+// The server side of an Exchange stream written with plain gRPC: it reads every batch and either
+// answers each request frame with `reply_json` at once, or never answers; it records the cancel
+// frames it reads.
+class RawExchangeService final : public pb::RemoteXComm::CallbackService {
+ public:
+  explicit RawExchangeService(std::optional<std::string> reply_json) : reply_json_(std::move(reply_json)) {}
+  RawExchangeService(const RawExchangeService&) = delete;
+  RawExchangeService& operator=(const RawExchangeService&) = delete;
+  // Reached after the server shut down, through gRPC's synchronisation that TSan cannot see.
+  ~RawExchangeService() override { const std::lock_guard lock(mutex_); }
+
+  grpc::ServerBidiReactor<pb::ExchangeRequest, pb::ExchangeResponse>* Exchange(
+      grpc::CallbackServerContext* /*context*/) override {
+    const std::lock_guard lock(mutex_);  // orders this call before the destructor for TSan
+    return new Reactor(*this);
+  }
+
+  /// Ready once a cancel frame for `id` was read.
+  std::shared_future<void> cancel_of(std::uint64_t id) {
+    const std::lock_guard lock(mutex_);
+    return cancels_[id].get_future().share();
+  }
+
+ private:
+  class Reactor final : public grpc::ServerBidiReactor<pb::ExchangeRequest, pb::ExchangeResponse> {
+   public:
+    explicit Reactor(RawExchangeService& service) : service_(service) { StartRead(&in_); }
+    void OnReadDone(bool ok) override {
+      const std::lock_guard lock(mutex_);
+      if (!ok) {
+        finish();
+        return;
+      }
+      out_.Clear();
+      for (const pb::ExchangeFrame& frame : in_.frames()) {
+        if (frame.cancel()) {
+          service_.cancelled(frame.id());
+        } else if (service_.reply_json_) {
+          pb::ExchangeReply* reply = out_.add_replies();
+          reply->set_id(frame.id());
+          reply->set_reply_json(*service_.reply_json_);
+        }
+      }
+      if (out_.replies_size() > 0) {
+        StartWrite(&out_);  // the next read starts once it is written
+      } else {
+        StartRead(&in_);
+      }
+    }
+    void OnWriteDone(bool ok) override {
+      const std::lock_guard lock(mutex_);
+      if (ok) {
+        StartRead(&in_);
+      } else {
+        finish();
+      }
+    }
+    void OnCancel() override {
+      const std::lock_guard lock(mutex_);
+      finish();
+    }
+    void OnDone() override { delete this; }
+
+   private:
+    void finish() {
+      if (!finished_) {
+        finished_ = true;
+        Finish(grpc::Status::OK);
+      }
+    }
+    RawExchangeService& service_;
+    std::mutex mutex_;
+    pb::ExchangeRequest in_;
+    pb::ExchangeResponse out_;
+    bool finished_ = false;
+  };
+
+  void cancelled(std::uint64_t id) {
+    const std::lock_guard lock(mutex_);
+    std::promise<void>& cancel = cancels_[id];
+    try {
+      cancel.set_value();
+    } catch (const std::future_error&) {  // a second cancel of the same id
+    }
+  }
+
+  std::optional<std::string> reply_json_;
+  std::mutex mutex_;
+  std::map<std::uint64_t, std::promise<void>> cancels_;
+};
+
+// Holds a reference to gRPC's process-wide callback queue for as long as it lives, as the library
+// itself does for the process (src/grpc_callback_threads.cpp) except under ThreadSanitizer. A
+// stream of a destroyed Client holds that Client's channel until gRPC's OnDone, so it is often the
+// last channel of a test and is freed on one of gRPC's own threads; if that released the last
+// reference, gRPC 1.51 would tear its callback threads down from one of them and free the queue
+// twice (AddressSanitizer sees it without the library's hold). With this, the last reference goes
+// on the test thread, after every stream has ended.
+class CallbackQueueHold {
+ public:
+  CallbackQueueHold()
+      : channel_(grpc::CreateChannel("unix:/nonexistent/rx-test-callback-queue", grpc::InsecureChannelCredentials())),
+        stub_(pb::RemoteXComm::NewStub(channel_)) {
+    // A channel takes its reference with its first callback call; this one fails at once.
+    context_.set_deadline(std::chrono::system_clock::now());
+    stub_->async()->Send(&context_, &request_, &response_,
+                         [this](const grpc::Status& /*status*/) { done_.set_value(); });
+  }
+  CallbackQueueHold(const CallbackQueueHold&) = delete;
+  CallbackQueueHold& operator=(const CallbackQueueHold&) = delete;
+  ~CallbackQueueHold() {
+    // The call's completion touches this object; its deadline has passed, so it comes at once.
+    EXPECT_EQ(done_future_.wait_for(rx_test::HANG_GUARD), std::future_status::ready);
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<pb::RemoteXComm::Stub> stub_;
+  grpc::ClientContext context_;
+  pb::SendRequest request_;
+  pb::SendResponse response_;
+  std::promise<void> done_;
+  std::future<void> done_future_ = done_.get_future();
+};
+
 class ClientExchangeTest : public rx_test::ServerFixture {
  protected:
   explicit ClientExchangeTest(rx::ServerOptions options = {}) : ServerFixture(std::move(options)) {}
@@ -117,6 +253,7 @@ class ClientExchangeTest : public rx_test::ServerFixture {
   void TearDown() override {
     // Its streams end while the server and the loop still run.
     exchange_.reset();
+    expect_every_stream_ended();
     // Requests still held wait on their gates, which would keep the loop's io_context running.
     for (const auto& holder : holders_) {
       holder->gate.open();
@@ -144,6 +281,13 @@ class ClientExchangeTest : public rx_test::ServerFixture {
     return holder;
   }
 
+  // Raw gRPC services for the tests that need one (a RawServer serves it). Built before anything
+  // starts gRPC's threads: a service object built after them is read by their first call through
+  // gRPC's synchronisation, which ThreadSanitizer cannot see.
+  RawExchangeService silent_{std::nullopt};         // never answers
+  RawExchangeService not_an_object_{"[1, 2]"};      // answers every request with a JSON array
+  RawExchangeService ready_{R"({"ready": true})"};  // answers every request with {"ready": true}
+  CallbackQueueHold callback_queue_hold_;           // destroyed after exchange_
   std::optional<rx::Client> exchange_;
   std::vector<std::shared_ptr<Holder>> holders_;
 };
@@ -395,97 +539,7 @@ TEST_F(ClientExchangeTest, CancellingAfterTheReplyArrivedChangesNothing) {
   EXPECT_EQ(s->completions.load(), 1);
 }
 
-// ---- raw servers: one that never answers, one that answers with fixed text ---------------------
-
-// The server side of an Exchange stream written with plain gRPC: it reads every batch and either
-// answers each request frame with `reply_json` at once, or never answers; it records the cancel
-// frames it reads.
-class RawExchangeService final : public pb::RemoteXComm::CallbackService {
- public:
-  explicit RawExchangeService(std::optional<std::string> reply_json) : reply_json_(std::move(reply_json)) {}
-  RawExchangeService(const RawExchangeService&) = delete;
-  RawExchangeService& operator=(const RawExchangeService&) = delete;
-  // Reached after the server shut down, through gRPC's synchronisation that TSan cannot see.
-  ~RawExchangeService() override { const std::lock_guard lock(mutex_); }
-
-  grpc::ServerBidiReactor<pb::ExchangeRequest, pb::ExchangeResponse>* Exchange(
-      grpc::CallbackServerContext* /*context*/) override {
-    return new Reactor(*this);
-  }
-
-  /// Ready once a cancel frame for `id` was read.
-  std::shared_future<void> cancel_of(std::uint64_t id) {
-    const std::lock_guard lock(mutex_);
-    return cancels_[id].get_future().share();
-  }
-
- private:
-  class Reactor final : public grpc::ServerBidiReactor<pb::ExchangeRequest, pb::ExchangeResponse> {
-   public:
-    explicit Reactor(RawExchangeService& service) : service_(service) { StartRead(&in_); }
-    void OnReadDone(bool ok) override {
-      const std::lock_guard lock(mutex_);
-      if (!ok) {
-        finish();
-        return;
-      }
-      out_.Clear();
-      for (const pb::ExchangeFrame& frame : in_.frames()) {
-        if (frame.cancel()) {
-          service_.cancelled(frame.id());
-        } else if (service_.reply_json_) {
-          pb::ExchangeReply* reply = out_.add_replies();
-          reply->set_id(frame.id());
-          reply->set_reply_json(*service_.reply_json_);
-        }
-      }
-      if (out_.replies_size() > 0) {
-        StartWrite(&out_);  // the next read starts once it is written
-      } else {
-        StartRead(&in_);
-      }
-    }
-    void OnWriteDone(bool ok) override {
-      const std::lock_guard lock(mutex_);
-      if (ok) {
-        StartRead(&in_);
-      } else {
-        finish();
-      }
-    }
-    void OnCancel() override {
-      const std::lock_guard lock(mutex_);
-      finish();
-    }
-    void OnDone() override { delete this; }
-
-   private:
-    void finish() {
-      if (!finished_) {
-        finished_ = true;
-        Finish(grpc::Status::OK);
-      }
-    }
-    RawExchangeService& service_;
-    std::mutex mutex_;
-    pb::ExchangeRequest in_;
-    pb::ExchangeResponse out_;
-    bool finished_ = false;
-  };
-
-  void cancelled(std::uint64_t id) {
-    const std::lock_guard lock(mutex_);
-    std::promise<void>& cancel = cancels_[id];
-    try {
-      cancel.set_value();
-    } catch (const std::future_error&) {  // a second cancel of the same id
-    }
-  }
-
-  std::optional<std::string> reply_json_;
-  std::mutex mutex_;
-  std::map<std::uint64_t, std::promise<void>> cancels_;
-};
+// ---- against raw gRPC servers --------------------------------------------------------------------
 
 // A raw gRPC server (no Remote XComm) serving `service` at `address` ("127.0.0.1:0" or "unix:PATH").
 class RawServer {
@@ -538,7 +592,7 @@ class TempDirectory {
 };
 
 TEST_F(ClientExchangeTest, AServerThatNeverAnswersCannotHoldASendPastItsDeadline) {
-  RawExchangeService silent(std::nullopt);
+  RawExchangeService& silent = silent_;
   const RawServer raw(silent, "127.0.0.1:0");
   rx::Client& client = exchange();
   const std::shared_future<void> cancel = silent.cancel_of(0);  // the stream's first send has id 0
@@ -551,8 +605,7 @@ TEST_F(ClientExchangeTest, AServerThatNeverAnswersCannotHoldASendPastItsDeadline
 }
 
 TEST_F(ClientExchangeTest, AReplyThatIsNotAJsonObjectFailsWithInternalAsOverUnary) {
-  RawExchangeService fixed("[1, 2]");
-  const RawServer raw(fixed, "127.0.0.1:0");
+  const RawServer raw(not_an_object_, "127.0.0.1:0");
   const rx_test::SendResult result = wait(send_with(exchange(), raw.target(), make_key(), with_id(1)));
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INTERNAL) << describe(result.status);
   EXPECT_NE(result.status.error_message().find("not a JSON object"), std::string::npos) << describe(result.status);
@@ -584,8 +637,7 @@ TEST_F(ClientExchangeTest, AWaitForReadySendIssuedBeforeTheServerListensComplete
   const rx_test::SendResult impatient = wait(send_with(client, target, make_key(), with_id(9)));
   EXPECT_EQ(impatient.status.error_code(), grpc::StatusCode::UNAVAILABLE) << describe(impatient.status);
 
-  RawExchangeService service(R"({"ready": true})");
-  const RawServer server(service, target);
+  const RawServer server(ready_, target);
   const rx_test::SendResult result = wait(std::move(ready), "the send to complete once the server listens");
   EXPECT_TRUE(result.status.ok()) << describe(result.status);
   EXPECT_EQ(result.reply, (json::object{{"ready", true}}));
@@ -748,6 +800,7 @@ void destroy_a_client_with_sends_in_flight(rx::Server& server, rx::Loop& loop, a
       EXPECT_TRUE((*on_loop)[i].load()) << round << "/" << i;
       EXPECT_TRUE((*statuses)[i].ok()) << round << "/" << i << ": " << describe((*statuses)[i]);
     }
+    expect_every_stream_ended();  // the orphaned stream ends after its last send
   }
 }
 
@@ -795,6 +848,7 @@ TEST_F(ClientExchangeTest, AClientAndItsIoContextMayBeDestroyedWhileTheLastCompl
     context.reset();
     destroyed.set_value();
     rx_test::wait_for(returned, "the handler to return");
+    expect_every_stream_ended();  // its last jobs went to a loop whose io_context is gone
   }
 }
 
@@ -822,6 +876,7 @@ TEST_F(ClientExchangeTest, ASendFromACompletionThatThenDestroysTheClientStillCom
     EXPECT_TRUE(status.ok()) << round << ": " << describe(status);
     EXPECT_EQ(client, nullptr);
     EXPECT_EQ(second_count->load(), 1) << round;
+    expect_every_stream_ended();
   }
 }
 

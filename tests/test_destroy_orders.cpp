@@ -7,6 +7,8 @@
 #include "utils/server_fixture.hpp"
 #include "utils/wait.hpp"
 
+#include "client/exchange_stream.hpp"
+
 #include <remote_xcomm/client.hpp>
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/loop.hpp>
@@ -193,6 +195,9 @@ TEST_P(DestroyOrder, EveryCallEndsOnceAndNothingTouchesWhatIsGone) {
       client_context.reset();
     }
     EXPECT_EQ(ended->load(), CALLS) << "round " << round;
+    // And the Exchange streams end, even those whose last jobs found the io_context gone.
+    EXPECT_TRUE(rx::detail::wait_until_no_client_exchange_streams(rx_test::HANG_GUARD))
+        << "round " << round << ": " << rx::detail::client_exchange_streams_alive() << " streams still open";
   }
 }
 

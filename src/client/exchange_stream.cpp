@@ -9,11 +9,15 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/smart_ptr/intrusive_ptr.hpp>
+#include <grpc/grpc.h>
 #include <grpc/support/time.h>
 
 #include <algorithm>
 #include <array>
+#include <condition_variable>
+#include <functional>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -26,6 +30,11 @@ using std::chrono::steady_clock;
 
 // Room for one frame's framing inside an ExchangeRequest: its field tag and length prefix.
 constexpr std::size_t FRAME_FRAMING_BYTES = 6;
+
+// What TSan is told an alarm's callback is handed over with (tsan_annotations.hpp): gRPC's alarm
+// moves the callback into state of its own and runs it on its executor thread, so no address of
+// ours is known to both sides except a fixed one.
+constexpr char ALARM_HANDOFF = 0;
 
 // A century: as good as no deadline, and far from any clock arithmetic's overflow.
 constexpr std::chrono::hours LONGEST_TIMEOUT{100LL * 365 * 24};
@@ -206,6 +215,51 @@ void close_exchange_streams(const LoopExecutor& client_loop, std::vector<std::sh
   } else {
     post_job(client_loop, close);
   }
+}
+
+// ---- the streams of the process -------------------------------------------------------------
+
+namespace {
+
+struct StreamCount {
+  std::mutex mutex;
+  std::condition_variable none;
+  std::size_t alive = 0;
+};
+
+StreamCount& stream_count() {
+  static StreamCount count;  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
+  return count;
+}
+
+}  // namespace
+
+ClientExchangeStream::Lifetime::Lifetime() {
+  grpc_init();
+  StreamCount& count = stream_count();
+  const std::lock_guard lock(count.mutex);
+  ++count.alive;
+}
+
+ClientExchangeStream::Lifetime::~Lifetime() {
+  grpc_shutdown();
+  StreamCount& count = stream_count();
+  const std::lock_guard lock(count.mutex);
+  if (--count.alive == 0) {
+    count.none.notify_all();
+  }
+}
+
+std::size_t client_exchange_streams_alive() noexcept {
+  StreamCount& count = stream_count();
+  const std::lock_guard lock(count.mutex);
+  return count.alive;
+}
+
+bool wait_until_no_client_exchange_streams(std::chrono::milliseconds bound) {
+  StreamCount& count = stream_count();
+  std::unique_lock lock(count.mutex);
+  return count.none.wait_for(lock, bound, [&count] { return count.alive == 0; });
 }
 
 // ---- the stream: jobs ------------------------------------------------------------------------
@@ -574,14 +628,14 @@ void ClientExchangeStream::arm_alarm() {
                                        gpr_time_from_micros(std::max<std::int64_t>(wait.count(), 0), GPR_TIMESPAN));
   // A new alarm for each arming: the one it replaces is cancelled (its callback gets false).
   alarm_ = std::make_unique<grpc::Alarm>();
-  boost::intrusive_ptr<ClientExchangeStream> self(this);
-  handed_to_grpc(this);
-  alarm_->Set(at, [self = std::move(self)](bool expired) {
-    back_from_grpc(self.get());
+  std::function<void(bool)> callback = [self = boost::intrusive_ptr<ClientExchangeStream>(this)](bool expired) {
+    back_from_grpc(&ALARM_HANDOFF);  // before anything reads the callback's own state
     if (expired) {
       self->to_loop([](ClientExchangeStream& stream) { stream.deadlines_passed(); });
     }
-  });
+  };
+  handed_to_grpc(&ALARM_HANDOFF);
+  alarm_->Set(at, std::move(callback));
 }
 
 void ClientExchangeStream::deadlines_passed() {

@@ -41,6 +41,12 @@ void send_on_exchange(const std::shared_ptr<TargetChannel>& channel, const TaskI
 /// its streams ends as soon as it has no send in flight, and never touches the Client again.
 void close_exchange_streams(const LoopExecutor& client_loop, std::vector<std::shared_ptr<ExchangeSlots>> slots);
 
+/// How many client Exchange streams exist in the process, and a wait until there are none (with
+/// a bound; false if it passed first). For tests: every stream a test's Clients opened must be
+/// gone once they are destroyed and their sends have completed.
+[[nodiscard]] std::size_t client_exchange_streams_alive() noexcept;
+[[nodiscard]] bool wait_until_no_client_exchange_streams(std::chrono::milliseconds bound);
+
 /// One send over an Exchange stream, from Client::send until its handler has run.
 ///
 /// It is the loop job that takes it to its stream on the Client's loop, then the job that
@@ -203,6 +209,16 @@ class ClientExchangeStream final
   // settles sends: after it, that job touches nothing the application may have destroyed.
   static void deliver(Settled& settled);
 
+  // Keeps gRPC initialised while the stream lives: its last reactions may come after every
+  // channel and server of the process is gone (its Client's channel among them), and gRPC must
+  // not shut down under the call. Counts the stream as alive until then. First, so that it goes
+  // last.
+  struct Lifetime {
+    Lifetime();
+    Lifetime(const Lifetime&) = delete;
+    Lifetime& operator=(const Lifetime&) = delete;
+    ~Lifetime();
+  } lifetime_;
   grpc::ClientContext context_;
   std::shared_ptr<LoopCore> core_;  // pinned: reactions may come after the io_context is gone
   LoopExecutor loop_;               // untracked: the stream itself keeps no io_context alive

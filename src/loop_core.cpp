@@ -258,6 +258,10 @@ void LoopCore::hand_off(LoopJob* job) {
     run_pending(Runner::own_thread);
     return;
   }
+  borrow_or_drain();
+}
+
+void LoopCore::borrow_or_drain() {
   if (!backlog_.load(std::memory_order_seq_cst) && !running_.load(std::memory_order_relaxed)) {
     const BorrowSlot slot;
     if (slot) {
@@ -269,7 +273,7 @@ void LoopCore::hand_off(LoopJob* job) {
     }
   }
   if (!running_.load(std::memory_order_seq_cst)) {
-    schedule_drain();
+    schedule_drain();  // or, once the io_context is gone, destroys what is queued
   }
 }
 
@@ -287,17 +291,7 @@ void LoopCore::hand_off_pinned(LoopJob* job) {
     destroy_queued_if_idle();
     return;
   }
-  if (!backlog_.load(std::memory_order_seq_cst) && !running_.load(std::memory_order_relaxed)) {
-    const BorrowSlot slot;
-    if (slot) {
-      const std::shared_ptr<LoopCore> keep_alive = shared_from_this();
-      run_pending(Runner::borrowed);
-      return;
-    }
-  }
-  if (!running_.load(std::memory_order_seq_cst)) {
-    schedule_drain();  // or, once the io_context is gone, destroys what is queued
-  }
+  borrow_or_drain();
 }
 
 void LoopCore::run_and_wait(LoopJob* job, LoopWaiter& waiter) {

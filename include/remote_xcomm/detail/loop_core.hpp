@@ -145,6 +145,9 @@ class LoopCore : public std::enable_shared_from_this<LoopCore> {
   void destroy_queued() noexcept;
   void destroy_queued_if_idle() noexcept;
   void run_pending(Runner runner, const LoopWaiter* waiter = nullptr);
+  // The end of a hand-off from outside the loop: borrow this thread when the rules allow it,
+  // else make sure the loop's own thread (or the token holder) will run what was queued.
+  void borrow_or_drain();
   class Budget;
   void schedule_drain() noexcept;
   void sync_context_work() noexcept;

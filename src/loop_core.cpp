@@ -250,11 +250,14 @@ void LoopCore::hand_off(LoopJob* job) {
   if (append_if_holding(job)) {
     return;  // the enclosing run on this thread takes the job before it releases the token
   }
+  // Asked before the push: once the job is queued, the token holder may run it, its user code may
+  // destroy the io_context, and on_own_thread() reads the io_context.
+  const bool own_thread = on_own_thread();
   push(job);
   if (running_in_this_thread()) {
     return;
   }
-  if (on_own_thread()) {
+  if (own_thread) {
     run_pending(Runner::own_thread);
     return;
   }

@@ -92,6 +92,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     builder.RegisterService(this);
     builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
     builder.SetMaxSendMessageSize(options_.max_message_bytes);
+    handed_to_grpc(this);  // its calls into Send and Exchange see it constructed
     server_ = builder.BuildAndStart();
     if (!server_ || port_ == 0) {
       server_.reset();
@@ -103,6 +104,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
 
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* context, const remote_xcomm::v1::SendRequest* request,
                                  remote_xcomm::v1::SendResponse* response) override {
+    back_from_grpc(this);
     // The calls received before this one and not yet answered: the in-flight count, for free.
     const std::size_t in_flight = unfinished_calls_.fetch_add(1, std::memory_order_relaxed);
     auto* const send_call =
@@ -138,6 +140,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
 
   grpc::ServerBidiReactor<remote_xcomm::v1::ExchangeRequest, remote_xcomm::v1::ExchangeResponse>* Exchange(
       grpc::CallbackServerContext* context) override {
+    back_from_grpc(this);
     if (stopping_.load(std::memory_order_acquire)) {
       return new RefusedStream(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
     }

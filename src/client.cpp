@@ -92,6 +92,8 @@ struct SendCall final : LoopJob {
   // The outcome, written on the gRPC thread before the completion is handed off.
   grpc::Status status;
   boost::json::object reply;
+  // Set by the handler's cancellation slot: a CANCELLED status is then the caller's own.
+  std::atomic<bool> caller_cancelled{false};
   // Set while the call waits in this thread's DeferredStarts.
   std::shared_ptr<const TargetChannel> deferred_channel;
   SendCall* next_start = nullptr;
@@ -137,12 +139,17 @@ class ClientImpl {
 
   void start_send(std::string_view target, const TaskInstanceKey& key, std::string payload_json,
                   const SendOptions& options, const LoopExecutor* loop, Client::SendHandler handler) {
-    if (options_.transport == Transport::exchange) {
-      send_on_exchange(channel_for(target).shared_from_this(), key, std::move(payload_json), options, loop,
-                       std::move(handler));
+    send_via(channel_for(target), key, std::move(payload_json), options, loop, std::move(handler));
+  }
+
+  // A send to `channel`'s target, by its Client's transport; uses nothing of the Client itself.
+  static void send_via(TargetChannel& channel, const TaskInstanceKey& key, std::string payload_json,
+                       const SendOptions& options, const LoopExecutor* loop, Client::SendHandler handler) {
+    if (channel.transport == Transport::exchange) {
+      send_on_exchange(channel.shared_from_this(), key, std::move(payload_json), options, loop, std::move(handler));
       return;
     }
-    auto* call = new SendCall(std::move(handler), loop, options_.max_json_depth);
+    auto* call = new SendCall(std::move(handler), loop, channel.exchange_limits.max_json_depth);
     to_proto(key, *call->request.mutable_key());
     call->request.set_payload_json(std::move(payload_json));
     if (options.timeout) {
@@ -155,9 +162,11 @@ class ClientImpl {
     auto slot = call->handler.get_cancellation_slot();
     if (slot.is_connected()) {
       // Emitted on the caller's executor; the call lives until its completion has cleared the slot there.
-      slot.assign([context = &call->context](asio::cancellation_type /*type*/) { context->TryCancel(); });
+      slot.assign([call](asio::cancellation_type /*type*/) {
+        call->caller_cancelled.store(true, std::memory_order_relaxed);
+        call->context.TryCancel();
+      });
     }
-    TargetChannel& channel = channel_for(target);
     DeferredStarts& starts = deferred_starts;
     if (starts.depth > 0) {
       call->deferred_channel = channel.shared_from_this();
@@ -167,6 +176,9 @@ class ClientImpl {
     }
     start(call, *channel.stub);
   }
+
+  // The channel behind Client::connect(target).
+  std::shared_ptr<TargetChannel> connect(std::string_view target) { return channel_for(target).shared_from_this(); }
 
   [[nodiscard]] const LoopExecutor& executor() const noexcept { return executor_; }
 
@@ -201,6 +213,14 @@ class ClientImpl {
     call->status = std::move(status);
     if (call->status.ok()) {
       decode_reply(*call);
+    } else if (call->status.error_code() == grpc::StatusCode::CANCELLED &&
+               !call->caller_cancelled.load(std::memory_order_relaxed)) {
+      // Not the caller's doing: gRPC cut the call short on the server's side (a server shutting
+      // down cancels the calls it has not answered), which for the caller is a server gone away,
+      // as on the Exchange transport.
+      call->status = grpc::Status(
+          grpc::StatusCode::UNAVAILABLE,
+          "the server cancelled the call before replying (it may be shutting down): " + call->status.error_message());
     }
     // The call is the job and owns everything the completion uses. Nothing here is touched once
     // the completion may have run user code: no executor copy lives in this frame.
@@ -247,7 +267,8 @@ class ClientImpl {
     const std::lock_guard lock(stubs_mutex_);
     auto it = stubs_.find(target);
     if (it == stubs_.end()) {
-      auto channel = std::make_shared<TargetChannel>(std::string(target), executor_, exchange_limits_);
+      auto channel =
+          std::make_shared<TargetChannel>(std::string(target), options_.transport, executor_, exchange_limits_);
       channel->stub = remote_xcomm::v1::RemoteXComm::NewStub(
           grpc::CreateCustomChannel(channel->target, grpc::InsecureChannelCredentials(), channel_arguments()));
       it = stubs_.emplace(channel->target, std::move(channel)).first;
@@ -322,6 +343,20 @@ Client::Client(boost::asio::io_context& context, ClientOptions options)
 Client::~Client() = default;
 
 Client::executor_type Client::get_executor() const noexcept { return executor_; }
+
+Connection Client::connect(std::string_view target) { return {impl_->connect(target), executor_}; }
+
+Connection::Connection(std::shared_ptr<detail::TargetChannel> channel, LoopExecutor executor) noexcept
+    : channel_(std::move(channel)), executor_(std::move(executor)) {}
+
+const std::string& Connection::target() const noexcept { return channel_->target; }
+
+std::string Connection::encode_payload(const boost::json::object& payload) { return detail::serialize_json(payload); }
+
+void Connection::start_send(const TaskInstanceKey& key, std::string payload_json, const SendOptions& options,
+                            const LoopExecutor* loop, detail::SendHandler handler) const {
+  detail::ClientImpl::send_via(*channel_, key, std::move(payload_json), options, loop, std::move(handler));
+}
 
 std::string Client::encode_payload(const boost::json::object& payload) { return detail::serialize_json(payload); }
 

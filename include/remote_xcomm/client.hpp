@@ -25,6 +25,8 @@ namespace rx {
 
 namespace detail {
 class ClientImpl;
+struct TargetChannel;
+using SendHandler = boost::asio::any_completion_handler<void(grpc::Status, boost::json::object)>;
 
 // The LoopExecutor behind a handler's associated executor, if it is one (also inside
 // any_io_executor or any_completion_executor); null otherwise.
@@ -104,6 +106,58 @@ struct ClientOptions {
   grpc::ChannelArguments channel_arguments;
 };
 
+/// A Client's handle to one target (Client::connect): sends through it skip the Client's lookup
+/// of the target string and go straight to that target's gRPC channel (and, with
+/// Transport::exchange, its Exchange stream). Cheap to copy; copies share the target.
+///
+/// send() behaves exactly as Client::send to the same target: same completion, statuses,
+/// deadlines, cancellation and default executor (the Client's loop).
+///
+/// Lifetimes: a Connection may outlive its Client. The target's channel lives as long as a
+/// Connection or a send uses it, and sends made through a Connection after its Client was
+/// destroyed still work (with Transport::exchange, each such send opens a stream that ends with
+/// it), under the Client's rule that the io_context stays alive until their completions have run.
+///
+/// Thread safety: send() may be called from any thread, on one Connection or on copies.
+class Connection {
+ public:
+  using executor_type = LoopExecutor;
+
+  /// As Client::send(target, key, payload, options, token), to this Connection's target.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto send(const TaskInstanceKey& key, const boost::json::object& payload, SendOptions options,
+            CompletionToken&& token = {}) const {
+    return boost::asio::async_initiate<CompletionToken, void(grpc::Status, boost::json::object)>(
+        [this](auto handler, const TaskInstanceKey& at, std::string json, const SendOptions& with) {
+          const auto executor = boost::asio::get_associated_executor(handler, executor_);
+          start_send(at, std::move(json), with, detail::loop_executor_of(executor),
+                     detail::SendHandler(std::move(handler)));
+        },
+        token, key, encode_payload(payload), options);
+  }
+
+  /// send() with default SendOptions.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto send(const TaskInstanceKey& key, const boost::json::object& payload, CompletionToken&& token = {}) const {
+    return send(key, payload, SendOptions{}, std::forward<CompletionToken>(token));
+  }
+
+  /// The gRPC target this Connection sends to, as given to Client::connect.
+  [[nodiscard]] const std::string& target() const noexcept;
+
+  [[nodiscard]] executor_type get_executor() const noexcept { return executor_; }
+
+ private:
+  friend class Client;
+  Connection(std::shared_ptr<detail::TargetChannel> channel, LoopExecutor executor) noexcept;
+  [[nodiscard]] static std::string encode_payload(const boost::json::object& payload);
+  void start_send(const TaskInstanceKey& key, std::string payload_json, const SendOptions& options,
+                  const LoopExecutor* loop, detail::SendHandler handler) const;
+
+  std::shared_ptr<detail::TargetChannel> channel_;
+  LoopExecutor executor_;
+};
+
 /// Sends payloads to endpoints on any number of servers, reusing one gRPC channel per target.
 ///
 /// Replies arrive on gRPC's threads and complete each operation on its handler's associated
@@ -125,7 +179,7 @@ struct ClientOptions {
 class Client {
  public:
   using executor_type = LoopExecutor;
-  using SendHandler = boost::asio::any_completion_handler<void(grpc::Status, boost::json::object)>;
+  using SendHandler = detail::SendHandler;
 
   /// A client whose completions default to `loop`, which must outlive it.
   explicit Client(Loop& loop, ClientOptions options = {});
@@ -143,7 +197,8 @@ class Client {
   /// object the task pushed when the status is OK, empty otherwise. With `co_await` it yields a
   /// `std::tuple<grpc::Status, boost::json::object>`; see docs/protocol.md for the statuses.
   /// Besides the server's, a send fails with UNAVAILABLE when the server cannot be reached
-  /// (unless `options.wait_for_ready`), DEADLINE_EXCEEDED past `options.timeout`,
+  /// (unless `options.wait_for_ready`) or cut the call short without an answer (a server shutting
+  /// down; CANCELLED is only ever the caller's own cancellation), DEADLINE_EXCEEDED past `options.timeout`,
   /// RESOURCE_EXHAUSTED for a reply over the receive limit and INTERNAL for a reply that is not a
   /// JSON object or nests deeper than ClientOptions::max_json_depth.
   ///
@@ -176,6 +231,12 @@ class Client {
             CompletionToken&& token = {}) {
     return send(target, key, payload, SendOptions{}, std::forward<CompletionToken>(token));
   }
+
+  /// A handle to `target` (any gRPC target, as for send()) whose sends skip the lookup of the
+  /// target string; sends through it share this Client's channel (and streams) to `target`.
+  /// Creates the channel if this is the target's first use; connects nothing by itself (the
+  /// first send does, as gRPC channels connect lazily). Any thread.
+  [[nodiscard]] Connection connect(std::string_view target);
 
   [[nodiscard]] executor_type get_executor() const noexcept;
 

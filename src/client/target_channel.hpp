@@ -1,6 +1,7 @@
 // One target of a Client: its gRPC channel, and its Exchange streams. Internal.
 #pragma once
 
+#include <remote_xcomm/client.hpp>
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
 
@@ -14,7 +15,7 @@ namespace rx::detail {
 
 class ClientExchangeStream;
 
-/// What a Client's Exchange streams take from its options.
+/// What a Client's sends take from its options (each stream's message limit; each reply's depth).
 struct ExchangeLimits {
   std::size_t max_message_bytes = 4 * 1024 * 1024;  // each ExchangeRequest written
   std::size_t max_json_depth = 64;                  // each reply parsed
@@ -29,12 +30,14 @@ struct ExchangeSlots {
   bool client_gone = false;  // a stream opened now (for a send made just before) ends after its sends
 };
 
-/// One target's channel. Shared, so that a call whose start was deferred (see ClientImpl::complete)
-/// or an Exchange send on its way to the loop can still be started after its Client was destroyed.
+/// One target's channel, with everything a send to it needs from its Client. Shared, so that a
+/// Connection, a call whose start was deferred (see ClientImpl::complete) or an Exchange send on
+/// its way to the loop can still send or start after its Client was destroyed.
 struct TargetChannel : std::enable_shared_from_this<TargetChannel> {
-  TargetChannel(std::string to, LoopExecutor client_loop, ExchangeLimits limits)
-      : target(std::move(to)), loop(std::move(client_loop)), exchange_limits(limits) {}
+  TargetChannel(std::string to, Transport how, LoopExecutor client_loop, ExchangeLimits limits)
+      : target(std::move(to)), transport(how), loop(std::move(client_loop)), exchange_limits(limits) {}
   std::string target;
+  Transport transport;
   std::unique_ptr<remote_xcomm::v1::RemoteXComm::Stub> stub;
   // For the Exchange transport: the Client's loop, where its streams live, and their limits.
   LoopExecutor loop;

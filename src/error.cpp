@@ -26,6 +26,10 @@ class ErrorCategory final : public boost::system::error_category {
         return "the reply holds NaN or infinity, which JSON cannot carry; the caller got INTERNAL";
       case errc::reply_too_large:
         return "the encoded reply is larger than the server's message limit; the caller got RESOURCE_EXHAUSTED";
+      case errc::no_more_results:
+        return "every result of the fan-out has already been taken";
+      case errc::already_waiting:
+        return "another next() or all() is already waiting on this fan-out";
     }
     return "unknown remote_xcomm error";
   }

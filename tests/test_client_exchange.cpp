@@ -1,6 +1,7 @@
 // rx::Client over the Exchange stream (ClientOptions::transport = exchange): thousands of sends in
 // flight matched to their replies, the same statuses as the unary transport, deadlines and
 // cancellation, a stream that breaks, and a Client destroyed with sends in flight.
+#include "utils/callback_queue_hold.hpp"
 #include "utils/gate.hpp"
 #include "utils/payloads.hpp"
 #include "utils/server_fixture.hpp"
@@ -212,40 +213,6 @@ class RawExchangeService final : public pb::RemoteXComm::CallbackService {
   std::map<std::uint64_t, std::promise<void>> cancels_;
 };
 
-// Holds a reference to gRPC's process-wide callback queue for as long as it lives, as the library
-// itself does for the process (src/grpc_callback_threads.cpp) except under ThreadSanitizer. A
-// stream of a destroyed Client holds that Client's channel until gRPC's OnDone, so it is often the
-// last channel of a test and is freed on one of gRPC's own threads; if that released the last
-// reference, gRPC 1.51 would tear its callback threads down from one of them and free the queue
-// twice (AddressSanitizer sees it without the library's hold). With this, the last reference goes
-// on the test thread, after every stream has ended.
-class CallbackQueueHold {
- public:
-  CallbackQueueHold()
-      : channel_(grpc::CreateChannel("unix:/nonexistent/rx-test-callback-queue", grpc::InsecureChannelCredentials())),
-        stub_(pb::RemoteXComm::NewStub(channel_)) {
-    // A channel takes its reference with its first callback call; this one fails at once.
-    context_.set_deadline(std::chrono::system_clock::now());
-    stub_->async()->Send(&context_, &request_, &response_,
-                         [this](const grpc::Status& /*status*/) { done_.set_value(); });
-  }
-  CallbackQueueHold(const CallbackQueueHold&) = delete;
-  CallbackQueueHold& operator=(const CallbackQueueHold&) = delete;
-  ~CallbackQueueHold() {
-    // The call's completion touches this object; its deadline has passed, so it comes at once.
-    EXPECT_EQ(done_future_.wait_for(rx_test::HANG_GUARD), std::future_status::ready);
-  }
-
- private:
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<pb::RemoteXComm::Stub> stub_;
-  grpc::ClientContext context_;
-  pb::SendRequest request_;
-  pb::SendResponse response_;
-  std::promise<void> done_;
-  std::future<void> done_future_ = done_.get_future();
-};
-
 class ClientExchangeTest : public rx_test::ServerFixture {
  protected:
   explicit ClientExchangeTest(rx::ServerOptions options = {}) : ServerFixture(std::move(options)) {}
@@ -287,7 +254,7 @@ class ClientExchangeTest : public rx_test::ServerFixture {
   RawExchangeService silent_{std::nullopt};         // never answers
   RawExchangeService not_an_object_{"[1, 2]"};      // answers every request with a JSON array
   RawExchangeService ready_{R"({"ready": true})"};  // answers every request with {"ready": true}
-  CallbackQueueHold callback_queue_hold_;           // destroyed after exchange_
+  rx_test::CallbackQueueHold callback_queue_hold_;  // destroyed after exchange_
   std::optional<rx::Client> exchange_;
   std::vector<std::shared_ptr<Holder>> holders_;
 };

@@ -8,9 +8,9 @@
 
 namespace {
 
-constexpr rx::errc ALL_ERRORS[] = {rx::errc::no_request_held, rx::errc::get_already_pending,
-                                   rx::errc::endpoint_closed, rx::errc::request_cancelled,
-                                   rx::errc::reply_not_json,  rx::errc::reply_too_large};
+constexpr rx::errc ALL_ERRORS[] = {
+    rx::errc::no_request_held, rx::errc::get_already_pending, rx::errc::endpoint_closed, rx::errc::request_cancelled,
+    rx::errc::reply_not_json,  rx::errc::reply_too_large,     rx::errc::no_more_results, rx::errc::already_waiting};
 
 TEST(ErrorCategory, IsNamedRemoteXcomm) { EXPECT_STREQ(rx::error_category().name(), "remote_xcomm"); }
 

@@ -7,7 +7,8 @@
 
 namespace rx {
 
-/// Why an endpoint operation (`get`, `push`) failed. An RPC's own outcome is a `grpc::Status`.
+/// Why a local operation (an endpoint's `get` or `push`, a fan-out's wait) failed. An RPC's own
+/// outcome is a `grpc::Status`.
 enum class errc {
   /// `push` was called with no request held: nothing was got, or it was already pushed.
   no_request_held = 1,
@@ -21,6 +22,10 @@ enum class errc {
   reply_not_json,
   /// The encoded reply is larger than the server sends; the caller got RESOURCE_EXHAUSTED.
   reply_too_large,
+  /// FanOut::next(): every result of the fan-out has already been taken.
+  no_more_results,
+  /// FanOut::next() or all() was called while another next() or all() on it was still waiting.
+  already_waiting,
 };
 
 /// The error category of rx::errc, named "remote_xcomm".

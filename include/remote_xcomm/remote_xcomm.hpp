@@ -5,6 +5,7 @@
 #include <remote_xcomm/client.hpp>
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/error.hpp>
+#include <remote_xcomm/fan_out.hpp>
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/request.hpp>
 #include <remote_xcomm/server.hpp>

@@ -88,15 +88,19 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     }
     hold_grpc_callback_threads();  // the Server may be destroyed on one of gRPC's threads
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(host_port(options_.host, options_.port), grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(listening_address(), grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(this);
     builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
     builder.SetMaxSendMessageSize(options_.max_message_bytes);
     handed_to_grpc(this);  // its calls into Send and Exchange see it constructed
     server_ = builder.BuildAndStart();
-    if (!server_ || port_ == 0) {
+    if (!server_ || port_ <= 0) {
       server_.reset();
-      throw std::runtime_error("rx::Server cannot listen on " + host_port(options_.host, options_.port));
+      throw std::runtime_error("rx::Server cannot listen on " + listening_address() +
+                               " (gRPC's log says why: an address in use, a bad path or a malformed address)");
+    }
+    if (is_unix_address(options_.address)) {
+      port_ = 0;  // gRPC reports 1 for a Unix socket's "port"
     }
     work_.emplace(loop_->context().get_executor());  // the loop must run until gRPC has drained
     phase_ = Phase::serving;
@@ -156,6 +160,12 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   [[nodiscard]] bool refusing() const noexcept override { return stopping_.load(std::memory_order_acquire); }
   [[nodiscard]] bool saturated() const noexcept override {
     return unfinished_calls_.load(std::memory_order_relaxed) >= options_.max_requests_in_flight;
+  }
+  [[nodiscard]] std::size_t requests_in_flight() const noexcept {
+    return unfinished_calls_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] bool over_limit() const noexcept override {
+    return unfinished_calls_.load(std::memory_order_relaxed) > options_.max_requests_in_flight;
   }
   void request_started() noexcept override { unfinished_calls_.fetch_add(1, std::memory_order_relaxed); }
   void request_finished() noexcept override { on_call_finished(); }
@@ -267,8 +277,25 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   }
 
   [[nodiscard]] std::uint16_t port() const noexcept { return static_cast<std::uint16_t>(port_); }
-  [[nodiscard]] std::string target() const { return host_port(options_.host, port()); }
+  [[nodiscard]] std::string target() const {
+    if (options_.address.empty()) {
+      return host_port(options_.host, port());
+    }
+    if (is_unix_address(options_.address)) {
+      return options_.address;
+    }
+    // "host:port" given as an address: its host with the bound port (the address may ask for 0).
+    return options_.address.substr(0, options_.address.rfind(':') + 1) + std::to_string(port());
+  }
   [[nodiscard]] const LoopExecutor& executor() const noexcept { return executor_; }
+
+  [[nodiscard]] std::string listening_address() const {
+    return options_.address.empty() ? host_port(options_.host, options_.port) : options_.address;
+  }
+
+  static bool is_unix_address(std::string_view address) noexcept {
+    return address.starts_with("unix:") || address.starts_with("unix-abstract:");
+  }
 
  private:
   enum class Phase { created, serving, draining, stopped };
@@ -504,6 +531,7 @@ std::string Server::target() const { return impl_->target(); }
 bool Server::attach(TaskInstanceKey key, Task task) { return impl_->attach(std::move(key), std::move(task)); }
 bool Server::detach(const TaskInstanceKey& key) { return impl_->detach(key); }
 std::size_t Server::endpoint_count() const { return impl_->endpoint_count(); }
+std::size_t Server::requests_in_flight() const noexcept { return impl_->requests_in_flight(); }
 void Server::shutdown() { impl_->shutdown(); }
 Server::executor_type Server::get_executor() const noexcept { return impl_->executor(); }
 

@@ -18,12 +18,14 @@
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
 
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/json/object.hpp>
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -450,6 +452,81 @@ TEST_F(InFlightLimitTest, RequestsSpreadOverManyEndpointsShareTheServersLimit) {
     holds[i]->gate.open();
     EXPECT_TRUE(std::get<0>(rx_test::wait_for(held[i], "a held reply")).ok()) << i;
   }
+}
+
+// Holds every request its endpoints get until `gate` opens; counts those held at once.
+struct HeldCount {
+  HeldCount(const rx::LoopExecutor& executor, std::size_t at) : gate(executor), signal_at(at) {}
+  rx_test::Gate gate;
+  std::size_t signal_at;
+  std::size_t held = 0;  // loop-confined, as are the two below
+  std::size_t most_held = 0;
+  std::promise<void> reached;
+};
+
+rx::Server::Task counting_hold(const std::shared_ptr<HeldCount>& count) {
+  return [count](rx::Endpoint endpoint) -> asio::awaitable<void> {
+    json::object payload = co_await endpoint.get();
+    count->most_held = std::max(count->most_held, ++count->held);
+    if (count->held == count->signal_at) {
+      count->reached.set_value();
+    }
+    co_await count->gate.wait();
+    --count->held;
+    co_await endpoint.push(std::move(payload));
+  };
+}
+
+constexpr std::size_t STREAM_FLOOD_LIMIT = 40;
+
+class ExchangeOverloadTest : public BackpressureServerTest {
+ protected:
+  static rx::ServerOptions options() {
+    rx::ServerOptions options;
+    options.max_requests_in_flight = STREAM_FLOOD_LIMIT;
+    return options;
+  }
+  ExchangeOverloadTest() : BackpressureServerTest(options()) {}
+};
+
+// Memory under overload, counted: a flood on one Exchange stream, to endpoints that never answer
+// until released, leaves the server holding exactly its limit; the stream stops reading (HTTP/2
+// flow control holds the rest in the client) or refuses what one batch brings past the limit.
+// Every request ends, once, served or refused; none is lost.
+TEST_F(ExchangeOverloadTest, AFloodOnOneStreamHoldsExactlyTheServersLimitAndEveryRequestEnds) {
+  constexpr std::size_t FLOOD = STREAM_FLOOD_LIMIT * 5;
+  auto count = std::make_shared<HeldCount>(server_.get_executor(), STREAM_FLOOD_LIMIT);
+  for (std::size_t i = 0; i < FLOOD; ++i) {
+    ASSERT_TRUE(server_.attach(make_key("flood", static_cast<int>(i)), counting_hold(count)));
+  }
+  rx::ClientOptions client_options;
+  client_options.transport = rx::Transport::exchange;
+  rx::Client exchange(loop_, client_options);
+  auto outcomes = std::make_shared<Outcomes>(FLOOD);
+  for (std::size_t id = 0; id < FLOOD; ++id) {
+    exchange.send(server_.target(), make_key("flood", static_cast<int>(id)), with_id(static_cast<int>(id)),
+                  rx::SendOptions{rx_test::DEFAULT_DEADLINE}, [outcomes, id](grpc::Status status, json::object reply) {
+                    outcomes->record(id, std::move(status), std::move(reply));
+                  });
+  }
+  // The limit is reached, not one short of it.
+  rx_test::wait_for(count->reached.get_future(), "the endpoints to hold the server's limit of requests");
+  // Read on the loop, after the batch being taken (whose frames past the limit are refused): the
+  // stream reads no more while the server is saturated, so nothing else can be counted.
+  std::promise<std::size_t> at_limit;
+  asio::post(server_.get_executor(), [&at_limit, this] { at_limit.set_value(server_.requests_in_flight()); });
+  EXPECT_EQ(rx_test::wait_for(at_limit.get_future(), "the loop"), STREAM_FLOOD_LIMIT);
+
+  count->gate.open();
+  ASSERT_TRUE(outcomes->wait_for_all()) << outcomes->completed() << " of " << FLOOD << " completed";
+  const std::size_t refused = outcomes->expect_each_once_ok_or_refused("ServerOptions::max_requests_in_flight");
+  EXPECT_GE(outcomes->count(grpc::StatusCode::OK), STREAM_FLOOD_LIMIT);
+  EXPECT_EQ(outcomes->count(grpc::StatusCode::OK) + refused, FLOOD);
+  // Read on the loop, where the count lives, once everything is answered.
+  std::promise<std::size_t> most;
+  asio::post(server_.get_executor(), [&most, count] { most.set_value(count->most_held); });
+  EXPECT_EQ(rx_test::wait_for(most.get_future(), "the loop"), STREAM_FLOOD_LIMIT);
+  EXPECT_EQ(server_.requests_in_flight(), 0U);
 }
 
 }  // namespace

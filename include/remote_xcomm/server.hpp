@@ -35,6 +35,12 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   /// Port to listen on; 0 picks a free port, which Server::port() reports after start().
   std::uint16_t port = 0;
+  /// A gRPC listening address that replaces `host` and `port` when not empty: "unix:/run/rx.sock"
+  /// (a Unix domain socket: a stale socket file at the path is replaced, and the file is removed
+  /// at shutdown), "unix-abstract:rx" (Linux's abstract namespace: no file), or "host:port".
+  /// Clients on the same host reach a Unix socket with the same string as their target; it
+  /// skips TCP's loopback stack (docs/benchmarks.md measures the difference).
+  std::string address;
   /// Largest request gRPC accepts, in bytes; a larger one fails with RESOURCE_EXHAUSTED.
   int max_message_bytes = 4 * 1024 * 1024;
   /// Deepest nesting of a payload's arrays and objects; deeper fails with INVALID_ARGUMENT.
@@ -124,9 +130,10 @@ class Server {
   /// std::logic_error if called twice or after shutdown began.
   void start();
 
-  /// The bound port (after start()).
+  /// The bound port (after start()); 0 when listening on a Unix domain socket.
   [[nodiscard]] std::uint16_t port() const noexcept;
-  /// "host:port" (IPv6 hosts in brackets), usable as a client target (after start()).
+  /// A client target for this server (after start()): "host:port" (IPv6 hosts in brackets) with
+  /// the bound port, or ServerOptions::address itself for a Unix domain socket.
   [[nodiscard]] std::string target() const;
 
   /// Hosts `task` at `key`. Returns false, changing nothing, if `key` is already attached or the
@@ -137,6 +144,10 @@ class Server {
   bool detach(const TaskInstanceKey& key);
   /// Number of attached endpoints.
   [[nodiscard]] std::size_t endpoint_count() const;
+  /// Requests received and not yet answered, over Send and every Exchange stream: what
+  /// ServerOptions::max_requests_in_flight bounds. Any thread; a snapshot (one relaxed load), for
+  /// monitoring and tests.
+  [[nodiscard]] std::size_t requests_in_flight() const noexcept;
 
   /// Shuts down at once: stops accepting, fails every queued or held request with UNAVAILABLE,
   /// cancels running tasks, and blocks until gRPC has finished every call. Idempotent; safe to

@@ -286,7 +286,7 @@ void ExchangeStream::take_batch(ReadBatch& batch) {
       refused.emplace(grpc::StatusCode::RESOURCE_EXHAUSTED,
                       "the stream has " + std::to_string(in_flight_.size()) +
                           " requests in flight, the server's limit (ServerOptions::max_stream_requests_in_flight)");
-    } else if (host_.saturated()) {
+    } else if (host_.over_limit()) {  // counted above, so at the limit this request is the last admitted
       refused.emplace(grpc::StatusCode::RESOURCE_EXHAUSTED,
                       "server has reached its limit of requests in flight (ServerOptions::max_requests_in_flight)");
     }

@@ -40,6 +40,9 @@ class StreamHost {
   [[nodiscard]] virtual bool refusing() const noexcept = 0;
   /// Any thread: the server holds as many requests as it may (ServerOptions::max_requests_in_flight).
   [[nodiscard]] virtual bool saturated() const noexcept = 0;
+  /// Any thread: the server holds more than it may, counting a request just started: that one
+  /// is over the limit and must be refused (saturated() counts as full what this admits last).
+  [[nodiscard]] virtual bool over_limit() const noexcept = 0;
   /// Any thread: a request was taken in / has its status. A graceful shutdown waits for them.
   virtual void request_started() noexcept = 0;
   virtual void request_finished() noexcept = 0;

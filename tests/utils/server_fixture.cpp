@@ -56,7 +56,7 @@ void ServerFixture::SetUp() {
   work_.emplace(context_.get_executor());
   loop_thread_ = std::thread([this] { run_loop(); });
   server_.start();
-  ASSERT_NE(server_.port(), 0);
+  ASSERT_FALSE(server_.target().empty());
 }
 
 void ServerFixture::TearDown() {

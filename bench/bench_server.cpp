@@ -2,9 +2,11 @@
 // run by hand, though it can be): a server on 127.0.0.1, port 0, in a process of its own, as
 // users run it.
 //
-//   bench_server --server=raw                   raw gRPC callback echo (bench/common/raw_echo.hpp)
-//   bench_server --server=rxcomm [--endpoints=64]
+//   bench_server --server=raw [--address=A]    raw gRPC callback echo (bench/common/raw_echo.hpp)
+//   bench_server --server=rxcomm [--endpoints=64] [--address=A]
 //       rx::Server on a Loop with its own io_context thread; endpoints make_key(0..N-1) echo
+//   --address: a gRPC listening address instead of 127.0.0.1:0, e.g. unix:/tmp/rx.sock (its port
+//       is then reported as 0; the parent knows the target it asked for)
 //   bench_server --server=busy [--servers=2] [--endpoints=32] [--task_us=200]
 //       N rx::Servers, each on a Loop and io_context thread of its own, whose endpoints' tasks
 //       compute for task_us without yielding before they reply (the poller-capture benchmark)
@@ -92,19 +94,23 @@ std::string option(int argc, char** argv, std::string_view name, std::string fal
 
 int run(int argc, char** argv) {
   const std::string kind = option(argc, argv, "server", "rxcomm");
+  const std::string address = option(argc, argv, "address", "");
+  const auto port_or_zero = [&](const std::string& target) {
+    return address.starts_with("unix") ? 0 : port_of(target);
+  };
   std::unique_ptr<RawEchoServer> raw;
   std::vector<std::unique_ptr<RxcommEchoServer>> servers;
   std::string ports = "ports";
   if (kind == "raw") {
-    raw = std::make_unique<RawEchoServer>();
-    ports += " " + std::to_string(port_of(raw->target()));
+    raw = address.empty() ? std::make_unique<RawEchoServer>() : std::make_unique<RawEchoServer>(address);
+    ports.append(" ").append(std::to_string(port_or_zero(raw->target())));
   } else if (kind == "rxcomm" || kind == "busy") {
     const bool busy = kind == "busy";
     const int count = busy ? std::stoi(option(argc, argv, "servers", "2")) : 1;
     const auto endpoints = static_cast<std::size_t>(std::stoul(option(argc, argv, "endpoints", busy ? "32" : "64")));
     busy_task_time = std::chrono::microseconds(std::stol(option(argc, argv, "task_us", "200")));
     for (int index = 0; index < count; ++index) {
-      auto& server = *servers.emplace_back(std::make_unique<RxcommEchoServer>());
+      auto& server = *servers.emplace_back(std::make_unique<RxcommEchoServer>(address));
       for (std::size_t slot = 0; slot < endpoints; ++slot) {
         if (busy) {
           if (!server.server().attach(make_key(slot), &busy_task)) {
@@ -114,7 +120,7 @@ int run(int argc, char** argv) {
           server.attach_echo(make_key(slot));
         }
       }
-      ports += " " + std::to_string(port_of(server.target()));
+      ports.append(" ").append(std::to_string(port_or_zero(server.target())));
     }
   } else {
     std::cerr << "bench_server: unknown --server=" << kind << " (raw, rxcomm or busy)\n";

@@ -13,6 +13,14 @@
 //       rx::Server's Exchange stream -> endpoints -> echo tasks: N requests in flight on one stream,
 //       batched as the protocol asks (every frame queued while a write is on the wire goes in the
 //       next message, both ways), spread over the endpoints round robin
+//   BM_StreamEcho/processes:P/in_flight:N/payload_bytes:B/rxcomm             rx::Client on the
+//       Exchange transport (Client::send, each completion sending the next) -> the same server
+//   BM_FanOut/processes:P/endpoints:E/payload_bytes:B/transport:T/rxcomm     rx::fan_out of one
+//       request to each of E endpoints of one server, over the Client's transport T, with a window
+//       of 4,096 in flight; batch after batch. Its baseline is raw unary at 64 in flight (above):
+//       requests_per_second counts results; batch_p50_ms is one whole batch's time.
+//   .../socket:unix/...   the same twin with the server on a Unix domain socket (unix:/tmp/...)
+//       instead of TCP loopback: two processes only, as scheduler and worker share a host
 //
 // processes:1 runs client and server in this process: they share gRPC's pollers, which hides
 // part of a client's cost. processes:2 runs the server in a child process (bench/bench_server.cpp,
@@ -37,10 +45,15 @@
 #include "common/raw_echo.hpp"
 #include "common/rxcomm_echo.hpp"
 
+#include <remote_xcomm/fan_out.hpp>
+
 #include <benchmark/benchmark.h>
+#include <boost/asio/use_future.hpp>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -54,12 +67,15 @@ using namespace rx::bench;  // NOLINT(google-build-using-namespace): benchmark-l
 using remote_xcomm::v1::SendRequest;
 
 constexpr int MAX_UNARY_IN_FLIGHT = 64;
+// Endpoints every rxcomm echo server hosts: the fan-out's widest batch. The round trips use the
+// first MAX_UNARY_IN_FLIGHT.
+constexpr int SERVER_ENDPOINTS = 10'000;
 
 /// Payloads and keys, and what rx::Client puts on the wire for them, shared by both modes.
 class Messages {
  public:
   Messages() {
-    for (int slot = 0; slot < MAX_UNARY_IN_FLIGHT; ++slot) {
+    for (int slot = 0; slot < SERVER_ENDPOINTS; ++slot) {
       keys_.push_back(make_key(static_cast<std::size_t>(slot)));
     }
   }
@@ -75,11 +91,11 @@ class Messages {
     return it->second;
   }
 
-  /// The endpoints' keys as the wire has them.
+  /// The round trips' endpoints' keys as the wire has them.
   [[nodiscard]] const std::vector<remote_xcomm::v1::TaskInstanceKey>& wire_keys() {
     if (wire_keys_.empty()) {
-      for (const auto& key : keys_) {
-        rx::detail::to_proto(key, wire_keys_.emplace_back());
+      for (int slot = 0; slot < MAX_UNARY_IN_FLIGHT; ++slot) {
+        rx::detail::to_proto(key(slot), wire_keys_.emplace_back());
       }
     }
     return wire_keys_;
@@ -115,7 +131,7 @@ class OneProcess {
         raw_unary_(remote_xcomm::v1::RemoteXComm::NewStub(raw_channel_)),
         rxcomm_unary_(remote_xcomm::v1::RemoteXComm::NewStub(rxcomm_channel_)),
         raw_stream_(remote_xcomm::bench::v1::BenchEcho::NewStub(raw_channel_)) {
-    for (const auto& key : messages.keys()) {
+    for (const auto& key : messages.keys()) {  // SERVER_ENDPOINTS of them
       rxcomm_.attach_echo(key);
     }
   }
@@ -137,9 +153,10 @@ class OneProcess {
 
 /// A bench_server child and a raw stub to it.
 struct ServerProcess {
-  explicit ServerProcess(const std::vector<std::string>& arguments)
+  /// `unix_target`, when not empty, is the Unix socket the arguments ask it to listen on.
+  explicit ServerProcess(const std::vector<std::string>& arguments, const std::string& unix_target = {})
       : child(sibling_executable("bench_server"), arguments),
-        target("127.0.0.1:" + std::to_string(parse_ports(child.read_line()).at(0))),
+        target(target_of(parse_ports(child.read_line()).at(0), unix_target)),
         channel(make_channel(target)),
         stub(remote_xcomm::v1::RemoteXComm::NewStub(channel)),
         stream_stub(remote_xcomm::bench::v1::BenchEcho::NewStub(channel)) {}
@@ -149,7 +166,19 @@ struct ServerProcess {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<remote_xcomm::v1::RemoteXComm::Stub> stub;
   std::unique_ptr<remote_xcomm::bench::v1::BenchEcho::Stub> stream_stub;  // the raw server's stream echo
+
+ private:
+  static std::string target_of(int port, const std::string& unix_target) {
+    return unix_target.empty() ? "127.0.0.1:" + std::to_string(port) : unix_target;
+  }
 };
+
+/// "unix:/tmp/rx-bench-PID-NAME.sock", a socket path of this run's own.
+std::string unix_socket_target(const std::string& name) {
+  return "unix:" +
+         (std::filesystem::temp_directory_path() / ("rx-bench-" + std::to_string(::getpid()) + "-" + name + ".sock"))
+             .string();
+}
 
 /// Two processes: a raw and an rx server process, started on first use, and our client here.
 class TwoProcess {
@@ -162,10 +191,32 @@ class TwoProcess {
   }
   ServerProcess& rxcomm_server() {
     if (!rxcomm_) {
-      rxcomm_.emplace(
-          std::vector<std::string>{"--server=rxcomm", "--endpoints=" + std::to_string(MAX_UNARY_IN_FLIGHT)});
+      rxcomm_.emplace(std::vector<std::string>{"--server=rxcomm", "--endpoints=" + std::to_string(SERVER_ENDPOINTS)});
     }
     return *rxcomm_;
+  }
+  ServerProcess& raw_unix_server() {
+    if (!raw_unix_) {
+      const std::string target = unix_socket_target("raw");
+      raw_unix_.emplace(std::vector<std::string>{"--server=raw", "--address=" + target}, target);
+    }
+    return *raw_unix_;
+  }
+  ServerProcess& rxcomm_unix_server() {
+    if (!rxcomm_unix_) {
+      const std::string target = unix_socket_target("rxcomm");
+      rxcomm_unix_.emplace(std::vector<std::string>{"--server=rxcomm", "--address=" + target,
+                                                    "--endpoints=" + std::to_string(MAX_UNARY_IN_FLIGHT)},
+                           target);
+    }
+    return *rxcomm_unix_;
+  }
+  /// The server of `variant` (raw_grpc: the raw one), on TCP or a Unix socket.
+  ServerProcess& server_for(bool raw, bool unix_socket) {
+    if (unix_socket) {
+      return raw ? raw_unix_server() : rxcomm_unix_server();
+    }
+    return raw ? raw_server() : rxcomm_server();
   }
   [[nodiscard]] RxcommEchoClient& client() { return client_; }
 
@@ -173,6 +224,8 @@ class TwoProcess {
   RxcommEchoClient client_;
   std::optional<ServerProcess> raw_;
   std::optional<ServerProcess> rxcomm_;
+  std::optional<ServerProcess> raw_unix_;
+  std::optional<ServerProcess> rxcomm_unix_;
 };
 
 struct Environment {
@@ -292,12 +345,14 @@ void run_raw_client(benchmark::State& state, remote_xcomm::v1::RemoteXComm::Stub
 }
 
 void run_rxcomm_client(benchmark::State& state, rx::Client& client, const std::string& target, Messages& messages,
-                       int in_flight, std::size_t bytes) {
+                       int in_flight, std::size_t bytes, const char* rate_counter = "requests_per_second") {
   const boost::json::object& payload = messages.payload(bytes);
   run_closed_loop(
       state, in_flight,
-      [&](ClosedLoop& loop, int slot) { issue_rxcomm_unary(client, target, messages.key(slot), payload, loop); },
-      "requests_per_second");
+      [&](ClosedLoop& loop, int slot) {
+        issue_rxcomm_unary(client, target, messages.key(slot % MAX_UNARY_IN_FLIGHT), payload, loop);
+      },
+      rate_counter);
 }
 
 void unary_one_process(benchmark::State& state, Variant variant, int in_flight, std::size_t bytes) {
@@ -318,12 +373,12 @@ void unary_one_process(benchmark::State& state, Variant variant, int in_flight, 
   probe.report(state);
 }
 
-void unary_two_process(benchmark::State& state, Variant variant, int in_flight, std::size_t bytes) {
+void unary_two_process(benchmark::State& state, Variant variant, int in_flight, std::size_t bytes, bool unix_socket) {
   Messages& messages = env().messages;
   TwoProcess& two = two_process();
   ServerProcess* server = nullptr;
   try {
-    server = variant == Variant::raw_grpc ? &two.raw_server() : &two.rxcomm_server();
+    server = &two.server_for(variant == Variant::raw_grpc, unix_socket);
   } catch (const std::exception& error) {
     state.SkipWithError((std::string("cannot start bench_server: ") + error.what()).c_str());
     return;
@@ -341,8 +396,9 @@ void unary_two_process(benchmark::State& state, Variant variant, int in_flight, 
   }
 }
 
-// One stream, raw echo or our Exchange, in one process or two.
-void stream_echo(benchmark::State& state, Variant variant, int processes, int in_flight, std::size_t bytes) {
+// One stream, raw echo or our Exchange (a raw client or ours), in one process or two.
+void stream_echo(benchmark::State& state, Variant variant, int processes, int in_flight, std::size_t bytes,
+                 bool unix_socket) {
   Messages& messages = env().messages;
   const SendRequest& request = messages.raw_request(bytes, 0);
   ServerProcess* server = nullptr;
@@ -351,14 +407,23 @@ void stream_echo(benchmark::State& state, Variant variant, int processes, int in
     if (processes == 1) {
       one = &one_process();
     } else {
-      server = variant == Variant::raw_grpc ? &two_process().raw_server() : &two_process().rxcomm_server();
+      server = &two_process().server_for(variant == Variant::raw_grpc, unix_socket);
     }
   } catch (const std::exception& error) {
     state.SkipWithError((std::string("cannot start bench_server: ") + error.what()).c_str());
     return;
   }
   try {
-    UsageProbe probe(one != nullptr ? &one->rxcomm() : nullptr, nullptr, server != nullptr ? &server->child : nullptr);
+    RxcommEchoClient* our_client = one == nullptr && variant == Variant::rxcomm ? &two_process().client() : nullptr;
+    UsageProbe probe(one != nullptr ? &one->rxcomm() : nullptr, our_client,
+                     server != nullptr ? &server->child : nullptr);
+    if (variant == Variant::rxcomm) {
+      rx::Client& client = one != nullptr ? one->rxcomm().exchange_client() : our_client->exchange_client();
+      run_rxcomm_client(state, client, one != nullptr ? one->rxcomm().target() : server->target, messages, in_flight,
+                        bytes, "messages_per_second");
+      probe.report(state);
+      return;
+    }
     ClosedLoop loop(std::max<std::int64_t>(state.max_iterations, 1));
     grpc::Status status;
     while (state.KeepRunningBatch(loop.total())) {
@@ -380,9 +445,72 @@ void stream_echo(benchmark::State& state, Variant variant, int processes, int in
   }
 }
 
-std::string name(const std::string& family, int processes, int in_flight, std::size_t bytes, Variant variant) {
+// Batches of one request to each of `endpoints` endpoints through rx::fan_out, one after another.
+void fan_out(benchmark::State& state, int processes, int endpoints, rx::Transport transport, std::size_t bytes) {
+  Messages& messages = env().messages;
+  ServerProcess* server = nullptr;
+  OneProcess* one = nullptr;
+  try {
+    if (processes == 1) {
+      one = &one_process();
+    } else {
+      server = &two_process().rxcomm_server();
+    }
+  } catch (const std::exception& error) {
+    state.SkipWithError((std::string("cannot start bench_server: ") + error.what()).c_str());
+    return;
+  }
+  try {
+    RxcommEchoClient* our_client = one == nullptr ? &two_process().client() : nullptr;
+    UsageProbe probe(one != nullptr ? &one->rxcomm() : nullptr, our_client,
+                     server != nullptr ? &server->child : nullptr);
+    rx::Client& client = transport == rx::Transport::exchange
+                             ? (one != nullptr ? one->rxcomm().exchange_client() : our_client->exchange_client())
+                             : (one != nullptr ? one->rxcomm().client() : our_client->client());
+    const std::string& target = one != nullptr ? one->rxcomm().target() : server->target;
+    std::vector<rx::FanOutRequest> requests;
+    requests.reserve(static_cast<std::size_t>(endpoints));
+    for (int slot = 0; slot < endpoints; ++slot) {
+      requests.push_back({target, messages.key(slot), messages.payload(bytes)});
+    }
+    rx::FanOutOptions options;
+    options.max_in_flight = 4096;
+    options.max_in_flight_per_target = 4096;  // one server takes the whole window
+    options.send = rx::SendOptions{CALL_DEADLINE};
+    std::vector<double> batch_ms;
+    std::int64_t results = 0;
+    while (state.KeepRunningBatch(endpoints)) {
+      state.PauseTiming();
+      std::vector<rx::FanOutRequest> batch = requests;  // fan_out consumes its requests
+      state.ResumeTiming();
+      const Clock::time_point started = Clock::now();
+      const std::vector<rx::FanOutResult> outcome =
+          rx::fan_out(client, std::move(batch), options, boost::asio::use_future).get();
+      batch_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - started).count());
+      for (const rx::FanOutResult& result : outcome) {
+        if (!result.status.ok()) {
+          state.SkipWithError(("a fan-out send failed: " + result.status.error_message()).c_str());
+          return;
+        }
+      }
+      results += static_cast<std::int64_t>(outcome.size());
+    }
+    state.SetItemsProcessed(results);
+    state.counters["requests_per_second"] =
+        benchmark::Counter(static_cast<double>(results), benchmark::Counter::kIsRate);
+    std::nth_element(batch_ms.begin(), batch_ms.begin() + static_cast<std::ptrdiff_t>(batch_ms.size() / 2),
+                     batch_ms.end());
+    state.counters["batch_p50_ms"] = batch_ms[batch_ms.size() / 2];
+    probe.report(state);
+  } catch (const std::exception& error) {  // the server process died, or the fan-out failed
+    state.SkipWithError(error.what());
+  }
+}
+
+std::string name(const std::string& family, int processes, int in_flight, std::size_t bytes, Variant variant,
+                 bool unix_socket = false) {
   return family + "/processes:" + std::to_string(processes) + "/in_flight:" + std::to_string(in_flight) +
-         "/payload_bytes:" + std::to_string(bytes) + "/" + name_of(variant);
+         "/payload_bytes:" + std::to_string(bytes) + (unix_socket ? "/socket:unix/" : "/") + name_of(variant);
 }
 
 }  // namespace
@@ -404,19 +532,43 @@ int main(int argc, char** argv) {
   for (const int processes : {1, 2}) {
     for (const int in_flight : {1, MAX_UNARY_IN_FLIGHT}) {
       for (const Variant variant : {Variant::raw_grpc, Variant::rxcomm, Variant::rxcomm_server}) {
-        auto* run = processes == 1 ? &unary_one_process : &unary_two_process;
-        configure(benchmark::RegisterBenchmark(name("BM_UnaryRoundTrip", processes, in_flight, BYTES, variant).c_str(),
-                                               run, variant, in_flight, BYTES));
+        const std::string id = name("BM_UnaryRoundTrip", processes, in_flight, BYTES, variant);
+        if (processes == 1) {
+          configure(benchmark::RegisterBenchmark(id.c_str(), &unary_one_process, variant, in_flight, BYTES));
+        } else {
+          configure(benchmark::RegisterBenchmark(id.c_str(), &unary_two_process, variant, in_flight, BYTES, false));
+        }
       }
     }
   }
   for (const int processes : {1, 2}) {
     for (const int in_flight : {1, 256, 4096}) {
-      for (const Variant variant : {Variant::raw_grpc, Variant::rxcomm_server}) {
+      for (const Variant variant : {Variant::raw_grpc, Variant::rxcomm, Variant::rxcomm_server}) {
         configure(benchmark::RegisterBenchmark(name("BM_StreamEcho", processes, in_flight, BYTES, variant).c_str(),
-                                               &stream_echo, variant, processes, in_flight, BYTES));
+                                               &stream_echo, variant, processes, in_flight, BYTES, false));
       }
     }
+  }
+  for (const int processes : {1, 2}) {
+    for (const int endpoints : {1, 100, SERVER_ENDPOINTS}) {
+      for (const rx::Transport transport : {rx::Transport::unary, rx::Transport::exchange}) {
+        const std::string id = "BM_FanOut/processes:" + std::to_string(processes) +
+                               "/endpoints:" + std::to_string(endpoints) + "/payload_bytes:" + std::to_string(BYTES) +
+                               "/transport:" + (transport == rx::Transport::unary ? "unary" : "exchange") + "/rxcomm";
+        configure(benchmark::RegisterBenchmark(id.c_str(), &fan_out, processes, endpoints, transport, BYTES));
+      }
+    }
+  }
+  // Unix domain socket against TCP loopback (the twins above), in two processes.
+  for (const int in_flight : {1, MAX_UNARY_IN_FLIGHT}) {
+    for (const Variant variant : {Variant::raw_grpc, Variant::rxcomm}) {
+      configure(benchmark::RegisterBenchmark(name("BM_UnaryRoundTrip", 2, in_flight, BYTES, variant, true).c_str(),
+                                             &unary_two_process, variant, in_flight, BYTES, true));
+    }
+  }
+  for (const Variant variant : {Variant::raw_grpc, Variant::rxcomm}) {
+    configure(benchmark::RegisterBenchmark(name("BM_StreamEcho", 2, 256, BYTES, variant, true).c_str(), &stream_echo,
+                                           variant, 2, 256, BYTES, true));
   }
 
   benchmark::Initialize(&argc, argv);

@@ -58,6 +58,7 @@ EXCHANGE_VS_UNARY_THROUGHPUT_TARGET = 10.0  # Exchange at 4,096 ÷ raw unary at 
 EXCHANGE_VS_STREAM_THROUGHPUT_TARGET = 3.0  # Exchange at 256 ÷ raw bidi echo at 256
 EXCHANGE_P50_TARGET = 1.10                  # Exchange at 1 ÷ raw bidi echo at 1
 EXCHANGE_CPU_TARGET = 0.25                  # CPU per message, Exchange at 4,096 ÷ raw unary at 64
+FAN_OUT_VS_UNARY_THROUGHPUT_TARGET = 5.0    # fan-out to 10,000 endpoints ÷ raw unary at 64
 
 
 @dataclass
@@ -323,7 +324,7 @@ def section_targets(results: list[Result], pairs: list[Pair]) -> str:
     def pair_where(family: str, in_flight: str, processes: str, variant: str) -> Pair | None:
         for p in pairs:
             if (p.raw.family == family and p.raw.params.get("in_flight") == in_flight and p.processes == processes
-                    and p.ours.variant == variant):
+                    and p.ours.variant == variant and "socket" not in p.raw.params):
                 return p
         return None
 
@@ -368,6 +369,25 @@ def section_targets(results: list[Result], pairs: list[Pair]) -> str:
             r = stream1.p50_ratio
             rows.append([f"Exchange at 1 in flight ÷ raw bidi echo at 1, p50 ({mode[processes]})",
                          f"≤ {EXCHANGE_P50_TARGET:.2f}×", fmt_ratio(r), verdict(r <= EXCHANGE_P50_TARGET, r)])
+        # The same stream driven by our client (rx::Client on the Exchange transport).
+        client4096 = pair_where("BM_StreamEcho", "4096", processes, "rxcomm")
+        client1 = pair_where("BM_StreamEcho", "1", processes, "rxcomm")
+        if client4096 and raw_unary64:
+            r = ratio(client4096.ours.get("messages_per_second"), raw_unary64.raw.get("requests_per_second"))
+            rows.append([f"our client on Exchange at 4,096 ÷ raw unary at 64, throughput ({mode[processes]})",
+                         f"≥ {EXCHANGE_VS_UNARY_THROUGHPUT_TARGET:.0f}×", fmt_ratio(r),
+                         verdict(r >= EXCHANGE_VS_UNARY_THROUGHPUT_TARGET, r)])
+        if client1:
+            r = client1.p50_ratio
+            rows.append([f"our client on Exchange at 1 ÷ raw bidi echo at 1, p50 ({mode[processes]})",
+                         f"≤ {EXCHANGE_P50_TARGET:.2f}×", fmt_ratio(r), verdict(r <= EXCHANGE_P50_TARGET, r)])
+        for r in results:
+            if (r.family == "BM_FanOut" and r.params.get("processes") == processes
+                    and r.params.get("endpoints") == "10000" and raw_unary64):
+                x = ratio(r.get("requests_per_second"), raw_unary64.raw.get("requests_per_second"))
+                rows.append([f"fan-out to 10,000 endpoints ({r.params.get('transport')}) ÷ raw unary at 64, "
+                             f"throughput ({mode[processes]})", f"≥ {FAN_OUT_VS_UNARY_THROUGHPUT_TARGET:.0f}×",
+                             fmt_ratio(x), verdict(x >= FAN_OUT_VS_UNARY_THROUGHPUT_TARGET, x)])
     for result in results:
         if result.family == "BM_PollerCapture" and result.params.get("loaded_servers") == "2":
             r = result.get("capture_ratio")
@@ -490,7 +510,7 @@ def section_network(results: list[Result], pairs: list[Pair]) -> str:
     paired = {p.raw.run_name for p in pairs} | {p.ours.run_name for p in pairs}
     rows = []
     for r in results:
-        if r.variant is None or r.run_name in paired:
+        if r.variant is None or r.run_name in paired or r.family == "BM_FanOut":
             continue
         counter = rate_counter_of(r)
         unit = "msg/s" if "messages" in counter else "req/s"
@@ -499,10 +519,45 @@ def section_network(results: list[Result], pairs: list[Pair]) -> str:
                      fmt(r.get("sleeps_per_request"), 2), r.error or ""])
     if not rows:
         return ""
-    return ("## Baselines without a twin yet\n\nThe raw bidirectional-stream echo is what the coming multiplexed "
-            "stream will be held against.\n\n"
+    return ("## Runs without a twin\n\n"
             + table(["benchmark", "p50 µs", "p99 µs", "throughput", "CPU µs/msg", "sleeps/msg", "error"], rows,
                     ["l", "r", "r", "r", "r", "r", "l"]) + "\n")
+
+
+def section_fan_out(results: list[Result]) -> str:
+    rows = []
+    for r in sorted((r for r in results if r.family == "BM_FanOut"), key=lambda r: natural_key(r.run_name)):
+        rows.append([r.params.get("processes", "?"), f"{int(float(r.params.get('endpoints', '0'))):,}",
+                     r.params.get("transport", "?"), f"{fmt(r.get('requests_per_second'))}{fmt_cv(r, 'requests_per_second')}",
+                     fmt(r.get("batch_p50_ms")), fmt(cpu_us(r)), fmt(r.get("sleeps_per_request"), 2), r.error or ""])
+    if not rows:
+        return ""
+    return ("## Fan-out\n\n`rx::fan_out` of one request to each of N endpoints of one server, batch after batch, "
+            "with a window of 4,096 in flight; results per second count every endpoint's reply. Its baseline is raw "
+            "unary at 64 in flight (the targets above).\n\n"
+            + table(["processes", "endpoints", "transport", "results/s", "batch p50 ms", "CPU µs/result",
+                     "sleeps/result", "error"], rows, ["r", "r", "l", "r", "r", "r", "r", "l"]) + "\n")
+
+
+def section_unix(results: list[Result]) -> str:
+    by_name = {r.run_name: r for r in results}
+    rows = []
+    for r in results:
+        if r.params.get("socket") != "unix":
+            continue
+        tcp = by_name.get(r.run_name.replace("/socket:unix", ""))
+        if tcp is None:
+            continue
+        counter = rate_counter_of(r)
+        rows.append([f"{r.family.removeprefix('BM_')} in_flight={r.params.get('in_flight')} ({r.variant})",
+                     fmt(tcp.get(counter)), fmt(r.get(counter)), fmt_ratio(ratio(r.get(counter), tcp.get(counter))),
+                     fmt(tcp.get("p50_us")), fmt(r.get("p50_us")), fmt_ratio(ratio(r.get("p50_us"), tcp.get("p50_us")))])
+    if not rows:
+        return ""
+    return ("## Unix domain socket against TCP loopback (two processes)\n\nThe same twins with the server listening "
+            "on `unix:/tmp/…` (`ServerOptions::address`) instead of 127.0.0.1.\n\n"
+            + table(["benchmark", "TCP /s", "Unix /s", "Unix ÷ TCP", "TCP p50 µs", "Unix p50 µs", "Unix ÷ TCP p50"],
+                    rows, ["l", "r", "r", "r", "r", "r", "r"]) + "\n")
 
 
 def section_handoff(results: list[Result]) -> str:
@@ -755,6 +810,8 @@ def main(argv: list[str]) -> int:
         section_pairs(pairs),
         section_capture(results),
         section_network(results, pairs),
+        section_fan_out(results),
+        section_unix(results),
         section_handoff(results),
         section_codec(results),
         section_density(results),

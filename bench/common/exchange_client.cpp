@@ -27,8 +27,8 @@ class ExchangeClient final : public grpc::ClientBidiReactor<ExchangeRequest, Exc
         loop_(loop),
         status_(status),
         done_(done),
-        sent_at_(static_cast<std::size_t>(loop.total())),
-        answered_once_(static_cast<std::size_t>(loop.total())) {}
+        answered_once_(static_cast<std::size_t>(loop.total())),
+        sent_at_(static_cast<std::size_t>(loop.total())) {}
 
   void start(remote_xcomm::v1::RemoteXComm::Stub& stub) {
     context_.set_deadline(std::chrono::system_clock::now() + std::chrono::hours(1));

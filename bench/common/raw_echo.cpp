@@ -61,19 +61,21 @@ class RawEchoServer::StreamService final : public remote_xcomm::bench::v1::Bench
   }
 };
 
-RawEchoServer::RawEchoServer() : unary_(std::make_unique<UnaryService>()), stream_(std::make_unique<StreamService>()) {
+RawEchoServer::RawEchoServer(const std::string& address)
+    : unary_(std::make_unique<UnaryService>()), stream_(std::make_unique<StreamService>()) {
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(unary_.get());
   builder.RegisterService(stream_.get());
   builder.SetMaxReceiveMessageSize(MAX_MESSAGE_BYTES);
   builder.SetMaxSendMessageSize(MAX_MESSAGE_BYTES);
   server_ = builder.BuildAndStart();
   if (!server_ || port == 0) {
-    throw std::runtime_error("raw echo server cannot listen on 127.0.0.1");
+    throw std::runtime_error("raw echo server cannot listen on " + address);
   }
-  target_ = "127.0.0.1:" + std::to_string(port);
+  // A Unix socket's target is its address; a TCP one's has the bound port.
+  target_ = address.starts_with("unix") ? address : address.substr(0, address.rfind(':') + 1) + std::to_string(port);
 }
 
 RawEchoServer::~RawEchoServer() {

@@ -27,7 +27,8 @@ inline constexpr std::chrono::seconds CALL_DEADLINE{30};
 /// message. Each reaction replies at once on the gRPC thread that runs it.
 class RawEchoServer {
  public:
-  RawEchoServer();
+  /// Listens on `address` (a gRPC listening address: "127.0.0.1:0", "unix:/path").
+  explicit RawEchoServer(const std::string& address = "127.0.0.1:0");
   RawEchoServer(const RawEchoServer&) = delete;
   RawEchoServer& operator=(const RawEchoServer&) = delete;
   ~RawEchoServer();

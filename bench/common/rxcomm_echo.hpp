@@ -60,10 +60,11 @@ class LoopThread {
   std::thread thread_;
 };
 
-/// A started rx::Server on 127.0.0.1, port 0, on a LoopThread. Build it outside the timed region.
+/// A started rx::Server on a LoopThread, on 127.0.0.1 port 0 unless `address` says otherwise
+/// (ServerOptions::address). Build it outside the timed region.
 class RxcommEchoServer {
  public:
-  RxcommEchoServer();
+  explicit RxcommEchoServer(const std::string& address = {});
   RxcommEchoServer(const RxcommEchoServer&) = delete;
   RxcommEchoServer& operator=(const RxcommEchoServer&) = delete;
   /// Shuts the server down and joins its loop thread.
@@ -78,11 +79,12 @@ class RxcommEchoServer {
 
  private:
   LoopThread thread_;
-  rx::Server server_{thread_.loop()};
+  rx::Server server_;
   std::string target_;
 };
 
-/// An rx::Client on a LoopThread, kept running until destroyed.
+/// Two rx::Clients on one LoopThread, one per transport (unary Send, the Exchange stream), kept
+/// running until destroyed.
 class RxcommEchoClient {
  public:
   RxcommEchoClient();
@@ -91,12 +93,22 @@ class RxcommEchoClient {
   /// Lets the loop thread finish and joins it.
   ~RxcommEchoClient();
 
+  /// The Client on unary Send.
   [[nodiscard]] rx::Client& client() noexcept { return client_; }
+  /// The Client on the Exchange stream.
+  [[nodiscard]] rx::Client& exchange_client() noexcept { return exchange_client_; }
   [[nodiscard]] std::int64_t loop_thread_handlers() const noexcept { return thread_.handlers(); }
 
  private:
   LoopThread thread_;
-  rx::Client client_{thread_.loop()};
+  rx::Client client_{thread_.loop(), options_for(rx::Transport::unary)};
+  rx::Client exchange_client_{thread_.loop(), options_for(rx::Transport::exchange)};
+
+  static rx::ClientOptions options_for(rx::Transport transport) {
+    rx::ClientOptions options;
+    options.transport = transport;
+    return options;
+  }
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
 };
 
@@ -108,6 +120,7 @@ class RxcommEcho {
 
   [[nodiscard]] rx::Server& server() noexcept { return server_.server(); }
   [[nodiscard]] rx::Client& client() noexcept { return client_.client(); }
+  [[nodiscard]] rx::Client& exchange_client() noexcept { return client_.exchange_client(); }
   [[nodiscard]] const std::string& target() const noexcept { return server_.target(); }
 
   /// Handlers the two loop threads have run so far (see LoopThread).

@@ -5,6 +5,10 @@
 //   bench_server --server=raw [--address=A]    raw gRPC callback echo (bench/common/raw_echo.hpp)
 //   bench_server --server=rxcomm [--endpoints=64] [--address=A]
 //       rx::Server on a Loop with its own io_context thread; endpoints make_key(0..N-1) echo
+//   bench_server --server=hold [--endpoints=64] [--max_in_flight=N] [--max_stream_in_flight=N]
+//       rx::Server whose endpoints take every request and hold it, unanswered, until shutdown:
+//       a saturated server, for memory under overload (bm_overload). The limits are its
+//       ServerOptions' max_requests_in_flight and max_stream_requests_in_flight
 //   --address: a gRPC listening address instead of 127.0.0.1:0, e.g. unix:/tmp/rx.sock (its port
 //       is then reported as 0; the parent knows the target it asked for)
 //   bench_server --server=busy [--servers=2] [--endpoints=32] [--task_us=200]
@@ -12,10 +16,12 @@
 //       compute for task_us without yielding before they reply (the poller-capture benchmark)
 //
 // Protocol (bench/common/child_process.hpp): once listening it writes "ports P [P...]"; each
-// line "stats" on stdin is answered with one line of "name value" pairs (cumulative counts);
+// line "stats" on stdin is answered with one line of "name value" pairs (cumulative counts, and
+// rss_bytes after a malloc_trim, requests_in_flight now);
 // when stdin closes it shuts its servers down and exits 0. Errors go to stderr, exit 1.
 #include "common/child_process.hpp"
 #include "common/payloads.hpp"
+#include "common/process_stats.hpp"
 #include "common/raw_echo.hpp"
 #include "common/rxcomm_echo.hpp"
 
@@ -92,6 +98,19 @@ std::string option(int argc, char** argv, std::string_view name, std::string fal
   return fallback;
 }
 
+/// Takes every request and holds it, unanswered, until the endpoint closes (at shutdown the held
+/// requests fail with UNAVAILABLE as they are destroyed).
+asio::awaitable<void> hold_task(rx::Endpoint endpoint) {
+  std::vector<rx::Request> held;
+  for (;;) {
+    auto [error, request] = co_await endpoint.next(asio::as_tuple(asio::use_awaitable));
+    if (error) {
+      co_return;
+    }
+    held.push_back(std::move(request));
+  }
+}
+
 int run(int argc, char** argv) {
   const std::string kind = option(argc, argv, "server", "rxcomm");
   const std::string address = option(argc, argv, "address", "");
@@ -104,15 +123,24 @@ int run(int argc, char** argv) {
   if (kind == "raw") {
     raw = address.empty() ? std::make_unique<RawEchoServer>() : std::make_unique<RawEchoServer>(address);
     ports.append(" ").append(std::to_string(port_or_zero(raw->target())));
-  } else if (kind == "rxcomm" || kind == "busy") {
+  } else if (kind == "rxcomm" || kind == "busy" || kind == "hold") {
     const bool busy = kind == "busy";
+    const bool hold = kind == "hold";
+    rx::ServerOptions options;
+    options.address = address;
+    options.max_requests_in_flight = std::stoul(option(argc, argv, "max_in_flight", "100000"));
+    options.max_stream_requests_in_flight = std::stoul(option(argc, argv, "max_stream_in_flight", "16384"));
     const int count = busy ? std::stoi(option(argc, argv, "servers", "2")) : 1;
     const auto endpoints = static_cast<std::size_t>(std::stoul(option(argc, argv, "endpoints", busy ? "32" : "64")));
     busy_task_time = std::chrono::microseconds(std::stol(option(argc, argv, "task_us", "200")));
     for (int index = 0; index < count; ++index) {
-      auto& server = *servers.emplace_back(std::make_unique<RxcommEchoServer>(address));
+      auto& server = *servers.emplace_back(std::make_unique<RxcommEchoServer>(options));
       for (std::size_t slot = 0; slot < endpoints; ++slot) {
-        if (busy) {
+        if (hold) {
+          if (!server.server().attach(make_key(slot), &hold_task)) {
+            throw std::logic_error("endpoint attached twice");
+          }
+        } else if (busy) {
           if (!server.server().attach(make_key(slot), &busy_task)) {
             throw std::logic_error("endpoint attached twice");
           }
@@ -123,7 +151,7 @@ int run(int argc, char** argv) {
       ports.append(" ").append(std::to_string(port_or_zero(server.target())));
     }
   } else {
-    std::cerr << "bench_server: unknown --server=" << kind << " (raw, rxcomm or busy)\n";
+    std::cerr << "bench_server: unknown --server=" << kind << " (raw, rxcomm, busy or hold)\n";
     return 1;
   }
   std::cout << std::setprecision(15) << ports << std::endl;  // flushed: the parent waits for this line
@@ -131,13 +159,17 @@ int run(int argc, char** argv) {
   for (std::string line; std::getline(std::cin, line);) {
     if (line == "stats") {
       std::int64_t handlers = 0;
+      std::size_t in_flight = 0;
       for (const auto& server : servers) {
         handlers += server->loop_thread_handlers();
+        in_flight += server->server().requests_in_flight();
       }
       const ProcessUsage usage = process_usage();
+      trim_heap();
       std::cout << "cpu_us " << usage.cpu_us << " voluntary_switches " << usage.voluntary_switches
                 << " loop_thread_handlers " << handlers << " task_bodies " << task_bodies.load()
-                << " task_bodies_on_loop_thread " << task_bodies_on_loop_thread.load() << std::endl;
+                << " task_bodies_on_loop_thread " << task_bodies_on_loop_thread.load() << " rss_bytes "
+                << resident_bytes() << " requests_in_flight " << in_flight << std::endl;
     }
   }
   servers.clear();  // each shuts down and joins its loop thread

@@ -47,7 +47,7 @@ cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -D
   -DREMOTE_XCOMM_SANITIZE= </dev/null >/dev/null
 log "building the benchmarks"
 cmake --build "$build_dir" --parallel "${JOBS:-$(nproc)}" --target bm_codec bm_handoff bm_roundtrip bm_capture bench_server \
-  bm_density </dev/null
+  bm_density bm_overload </dev/null
 
 rm -rf "$results_dir"
 mkdir -p "$results_dir"
@@ -84,6 +84,9 @@ for case_name in "${density_cases[@]}"; do
   run "density_$index" "$bin/bm_density" --density_endpoints="$density_endpoints" --benchmark_filter="^${case_name}\$"
   index=$((index + 1))
 done
+
+# Memory under overload: one iteration per case, each with a server process of its own.
+run overload "$bin/bm_overload"
 
 if [[ "${BENCH_REPORT:-1}" == 0 ]]; then
   log "results in $results_dir (no report written: BENCH_REPORT=0)"

@@ -560,6 +560,25 @@ def section_unix(results: list[Result]) -> str:
                     rows, ["l", "r", "r", "r", "r", "r", "r"]) + "\n")
 
 
+def section_overload(results: list[Result]) -> str:
+    rows = []
+    for r in sorted((r for r in results if r.family == "BM_OverloadMemory"), key=lambda r: natural_key(r.run_name)):
+        rows.append([r.params.get("transport", "?"), f"{int(float(r.params.get('flood', '0'))):,}",
+                     r.params.get("limits", "?"), f"{int(r.get('held', 0)):,}", f"{int(r.get('refused', 0)):,}",
+                     fmt(r.get("server_rss_growth_mib")), fmt(r.get("kib_per_held")),
+                     fmt(r.get("client_rss_growth_mib")), r.error or ""])
+    if not rows:
+        return ""
+    return ("## Memory under overload\n\n`bm_overload`: a flood of sends from our client to a server (its own process) "
+            "whose tasks never answer. With limits on (the defaults; unary runs lower "
+            "`max_requests_in_flight` to 10,000), a unary call over the limit is refused at once and an Exchange "
+            "stream stops reading at its limit (`max_stream_requests_in_flight`, 16,384), so HTTP/2 flow control "
+            "keeps the rest in the client; with limits off the server takes everything. Server RSS after "
+            "`malloc_trim`, once nothing moved for 0.5 s.\n\n"
+            + table(["transport", "flood", "limits", "held", "refused", "server RSS growth MiB", "KiB per held",
+                     "client RSS growth MiB", "error"], rows, ["l", "r", "l", "r", "r", "r", "r", "r", "l"]) + "\n")
+
+
 def section_handoff(results: list[Result]) -> str:
     rows = []
     for r in results:
@@ -812,6 +831,7 @@ def main(argv: list[str]) -> int:
         section_network(results, pairs),
         section_fan_out(results),
         section_unix(results),
+        section_overload(results),
         section_handoff(results),
         section_codec(results),
         section_density(results),

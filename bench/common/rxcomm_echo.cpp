@@ -59,12 +59,7 @@ void LoopThread::start() {
 
 bool LoopThread::on_a_loop_thread() noexcept { return running_a_loop_thread; }
 
-RxcommEchoServer::RxcommEchoServer(const std::string& address)
-    : server_(thread_.loop(), [&address] {
-        rx::ServerOptions options;
-        options.address = address;
-        return options;
-      }()) {
+RxcommEchoServer::RxcommEchoServer(rx::ServerOptions options) : server_(thread_.loop(), std::move(options)) {
   server_.start();  // holds the io_context's work until shutdown
   target_ = server_.target();
   thread_.start();

@@ -60,11 +60,11 @@ class LoopThread {
   std::thread thread_;
 };
 
-/// A started rx::Server on a LoopThread, on 127.0.0.1 port 0 unless `address` says otherwise
+/// A started rx::Server on a LoopThread, on 127.0.0.1 port 0 unless the options say otherwise
 /// (ServerOptions::address). Build it outside the timed region.
 class RxcommEchoServer {
  public:
-  explicit RxcommEchoServer(const std::string& address = {});
+  explicit RxcommEchoServer(rx::ServerOptions options = {});
   RxcommEchoServer(const RxcommEchoServer&) = delete;
   RxcommEchoServer& operator=(const RxcommEchoServer&) = delete;
   /// Shuts the server down and joins its loop thread.

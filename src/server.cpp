@@ -16,6 +16,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
+#include <boost/unordered/unordered_flat_set.hpp>
 
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
@@ -505,7 +506,9 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   // Loop state.
   // A set of the endpoints, looked up by key view: each key is stored once, in its endpoint, and a
   // node holds only the pointer (a map node would repeat the key's views, 56 bytes an endpoint).
-  std::unordered_set<std::shared_ptr<EndpointState>, EndpointKeyHash, EndpointKeyEqual> endpoints_;
+  // Open addressing with a byte of hash per slot: a lookup compares about one key, where a node
+  // set walked its chain rehashing each neighbour's key (6% of a 10,000-endpoint fan-out's CPU).
+  boost::unordered_flat_set<std::shared_ptr<EndpointState>, EndpointKeyHash, EndpointKeyEqual> endpoints_;
   std::unordered_set<ExchangeStream*> streams_;  // open Exchange streams, ended by a shutdown
   bool closed_ = false;
 };

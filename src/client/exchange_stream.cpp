@@ -1,6 +1,7 @@
 #include "exchange_stream.hpp"
 
 #include "../codec.hpp"
+#include "../transport/batch_recycling.hpp"
 #include "../tsan_annotations.hpp"
 #include "reply_decoding.hpp"
 
@@ -30,6 +31,14 @@ using std::chrono::steady_clock;
 
 // Room for one frame's framing inside an ExchangeRequest: its field tag and length prefix.
 constexpr std::size_t FRAME_FRAMING_BYTES = 6;
+
+// Most frames in one message. What queues during a write goes out together, but in messages of
+// at most this many, so that the server starts on the first while the rest are still being
+// written and read: one message of thousands makes the two sides take turns instead of
+// overlapping. Measured with bm_roundtrip's 10,000-endpoint fan-out (two runs each, noisy host):
+// 10.8-12.9 us per result with no cap, 4.1-9.3 us with 256. The server's replies are not capped:
+// capping them measured no better.
+constexpr int MAX_FRAMES_PER_MESSAGE = 256;
 
 // What TSan is told an alarm's callback is handed over with (tsan_annotations.hpp): gRPC's alarm
 // moves the callback into state of its own and runs it on its executor thread, so no address of
@@ -267,6 +276,7 @@ bool wait_until_no_client_exchange_streams(std::chrono::milliseconds bound) {
 /// A batch read from the stream, parsed on the thread that read it, on its way to the loop.
 struct ClientExchangeStream::ReplyBatch {
   pb::ExchangeResponse message;
+  std::size_t reply_bytes = 0;               // of every reply: whether the message is kept for reuse
   std::vector<boost::json::object> replies;  // one per reply: the parsed reply_json when its code is OK
   std::vector<grpc::Status> decoded;         // one per reply: INTERNAL when its reply_json was refused
 };
@@ -342,6 +352,7 @@ void ClientExchangeStream::OnReadDone(bool ok) {
   batch->decoded.resize(count);
   for (std::size_t i = 0; i < count; ++i) {
     const pb::ExchangeReply& reply = batch->message.replies(static_cast<int>(i));
+    batch->reply_bytes += reply.reply_json().size() + reply.message().size();
     if (reply.code() == 0) {
       batch->decoded[i] = decode_reply_json(reply.reply_json(), limits_.max_json_depth, batch->replies[i]);
     }
@@ -474,6 +485,8 @@ void ClientExchangeStream::take_replies(ReplyBatch& batch) {
     settle(send, std::move(status), settled);
   }
   if (!ending_) {
+    // No read is in flight until this one: the next batch is parsed into this one's memory.
+    recycle_batch(batch.message, batch.reply_bytes, reading_);
     handed_to_grpc(this);
     StartRead(&reading_);
   }
@@ -488,7 +501,8 @@ void ClientExchangeStream::read_failed() {
 
 void ClientExchangeStream::write_done(bool ok) {
   write_in_flight_ = false;
-  writing_.Clear();
+  // gRPC's serialisation left the encoded size cached.
+  recycle_batch(writing_, static_cast<std::size_t>(writing_.GetCachedSize()), spare_);
   if (!ok) {
     end(/*cancel_call=*/true);  // the stream broke; OnDone fails what is in flight
     return;
@@ -538,8 +552,9 @@ void ClientExchangeStream::queue_frame(pb::ExchangeFrame&& frame, std::size_t by
   if (ending_) {
     return;  // nothing more goes out on this stream
   }
-  if (outbox_.empty() || outbox_back_bytes_ + bytes > limits_.max_message_bytes) {
-    outbox_.emplace_back();
+  if (outbox_.empty() || outbox_back_bytes_ + bytes > limits_.max_message_bytes ||
+      outbox_.back().frames_size() >= MAX_FRAMES_PER_MESSAGE) {
+    outbox_.emplace_back().Swap(&spare_);
     outbox_back_bytes_ = 0;
   }
   *outbox_.back().add_frames() = std::move(frame);

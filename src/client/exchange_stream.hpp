@@ -239,6 +239,7 @@ class ClientExchangeStream final
   std::deque<remote_xcomm::v1::ExchangeRequest> outbox_;  // batches waiting for the wire
   std::size_t outbox_back_bytes_ = 0;                     // encoded size of outbox_.back()
   remote_xcomm::v1::ExchangeRequest writing_;             // gRPC's while a write is in flight
+  remote_xcomm::v1::ExchangeRequest spare_;               // a written batch, cleared, for the next
   FlushJob flush_job_{this};
   bool registered_ = false;
   bool holding_ = false;  // the hold added before StartCall, for operations started on the loop

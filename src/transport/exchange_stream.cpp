@@ -2,6 +2,7 @@
 
 #include "../codec.hpp"
 #include "../tsan_annotations.hpp"
+#include "batch_recycling.hpp"
 
 #include <remote_xcomm/error.hpp>
 
@@ -160,6 +161,7 @@ struct ExchangeStream::ReadBatch {
   remote_xcomm::v1::ExchangeRequest message;      // the keys are views into it
   std::vector<boost::json::object> payloads;      // one per frame, empty for a cancel or a bad payload
   std::vector<std::string> errors;                // one per frame: why its payload was refused, or empty
+  std::size_t payload_bytes = 0;                  // of every frame: whether the message is kept for reuse
 };
 
 void ExchangeStream::MemberJob::invoke_member(LoopJob* job, bool run) noexcept {
@@ -215,6 +217,7 @@ void ExchangeStream::OnReadDone(bool ok) {
   batch->errors.resize(static_cast<std::size_t>(frames));
   for (int i = 0; i < frames; ++i) {
     const ExchangeFrame& frame = batch->message.frames(i);
+    batch->payload_bytes += frame.payload_json().size();
     if (!frame.cancel()) {
       const auto at = static_cast<std::size_t>(i);
       if (!parse_json_object(frame.payload_json(), limits_.max_json_depth, batch->payloads[at], batch->errors[at])) {
@@ -300,6 +303,8 @@ void ExchangeStream::take_batch(ReadBatch& batch) {
   // The replies the batch made at once (tasks that answer without waiting) leave now, before the
   // next read is started; later ones follow the queued flush or the end of this write.
   flush();
+  // No read is in flight until read_on() starts one: the next batch is parsed into this one's memory.
+  recycle_batch(batch.message, batch.payload_bytes, reading_);
   read_on();
 }
 
@@ -375,7 +380,8 @@ void ExchangeStream::reads_ended() {
 
 void ExchangeStream::write_done(bool ok) {
   write_in_flight_ = false;
-  writing_.Clear();
+  // gRPC's serialisation left the encoded size cached.
+  recycle_batch(writing_, static_cast<std::size_t>(writing_.GetCachedSize()), spare_);
   if (!ok) {
     break_stream(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the stream to the caller broke"),
                  grpc::Status(grpc::StatusCode::UNAVAILABLE, "the stream broke"));
@@ -450,7 +456,7 @@ void ExchangeStream::queue_reply(std::uint64_t id, grpc::StatusCode code, const 
   const std::string_view text = std::string_view(message).substr(0, MAX_STATUS_MESSAGE_BYTES);
   const std::size_t bytes = reply_json.size() + text.size() + REPLY_FRAMING_BYTES;
   if (outbox_.empty() || outbox_back_bytes_ + bytes > limits_.max_message_bytes) {
-    outbox_.emplace_back();
+    outbox_.emplace_back().Swap(&spare_);
     outbox_back_bytes_ = 0;
   }
   remote_xcomm::v1::ExchangeReply* const reply = outbox_.back().add_replies();

@@ -180,6 +180,7 @@ class ExchangeStream final
   std::deque<remote_xcomm::v1::ExchangeResponse> outbox_;        // batches waiting for the wire
   std::size_t outbox_back_bytes_ = 0;                            // bound on the encoded size of outbox_.back()
   remote_xcomm::v1::ExchangeResponse writing_;                   // gRPC's while a write is in flight
+  remote_xcomm::v1::ExchangeResponse spare_;                     // a written batch, cleared, for the next
   MemberJob flush_job_{this, &ExchangeStream::scheduled_flush};  // queued while flush_scheduled_
   grpc::Status finish_status_;
   bool opened_ = false;

@@ -368,6 +368,7 @@ void ExchangeStream::read_on() {
     return;
   }
   read_paused_ = false;
+  handed_to_grpc(this);  // the read parses into memory the loop just recycled
   StartRead(&reading_);
 }
 
@@ -497,6 +498,7 @@ void ExchangeStream::flush() {
     outbox_back_bytes_ = 0;
   }
   write_in_flight_ = true;
+  handed_to_grpc(this);  // its reaction sees the batch as the loop left it
   StartWrite(&writing_);
 }
 

@@ -1,6 +1,6 @@
 // A Server on a Unix domain socket (ServerOptions::address), reached with the same string as a
 // gRPC target by our Client over both transports and by the generated stub: scheduler and workers
-// on one host skip TCP's loopback stack.
+// on one host skip TCP's loopback stack. And the other gRPC target strings a Client takes.
 #include "utils/server_fixture.hpp"
 #include "utils/wait.hpp"
 
@@ -205,6 +205,43 @@ TEST(UnixSocketListening, AHostAndPortAddressReportsTheBoundPort) {
   auto [status, reply] = rx_test::wait_for(sent, "the send over TCP");
   EXPECT_TRUE(status.ok()) << describe(status);
   rx_test::wait_for(server.shutdown(std::chrono::seconds(5), asio::use_future), "the shutdown");
+  runner.join();
+}
+
+// Targets are gRPC target strings: name resolvers and address schemes work as with any gRPC client.
+TEST(TargetStrings, DnsIpv4AndIpv6TargetsReachTheServerOverBothTransports) {
+  asio::io_context context;
+  rx::Loop loop(context);
+  rx::Server v4(loop);
+  v4.start();
+  rx::Server v6(loop, listening_at("[::1]:0"));
+  try {
+    v6.start();
+  } catch (const std::runtime_error& error) {
+    v4.shutdown();
+    GTEST_SKIP() << "no IPv6 loopback here: " << error.what();
+  }
+  ASSERT_TRUE(v4.attach(make_key("echo"), rx_test::echo_forever));
+  ASSERT_TRUE(v6.attach(make_key("echo"), rx_test::echo_forever));
+  EXPECT_EQ(v6.target(), "[::1]:" + std::to_string(v6.port()));
+  std::thread runner([&context] { context.run(); });
+  const std::string v4_port = std::to_string(v4.port());
+  const std::string v6_port = std::to_string(v6.port());
+  for (const rx::Transport transport : {rx::Transport::unary, rx::Transport::exchange}) {
+    rx::ClientOptions options;
+    options.transport = transport;
+    rx::Client client(loop, options);
+    for (const std::string& target : {"dns:///127.0.0.1:" + v4_port, "ipv4:127.0.0.1:" + v4_port,
+                                      "localhost:" + v4_port, "ipv6:[::1]:" + v6_port, v6.target()}) {
+      auto sent = client.send(target, make_key("echo"), json::object{{"to", target}},
+                              rx::SendOptions{rx_test::DEFAULT_DEADLINE}, asio::use_future);
+      auto [status, reply] = rx_test::wait_for(sent, "a send to " + target);
+      EXPECT_TRUE(status.ok()) << target << ": " << describe(status);
+      EXPECT_EQ(reply, (json::object{{"to", target}})) << target;
+    }
+  }
+  v4.shutdown();
+  v6.shutdown();
   runner.join();
 }
 

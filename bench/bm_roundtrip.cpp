@@ -373,16 +373,34 @@ void unary_one_process(benchmark::State& state, Variant variant, int in_flight, 
   probe.report(state);
 }
 
-void unary_two_process(benchmark::State& state, Variant variant, int in_flight, std::size_t bytes, bool unix_socket) {
-  Messages& messages = env().messages;
-  TwoProcess& two = two_process();
+/// Where a run's server is: in this process (`one`) or in a bench_server child (`server`).
+struct Setup {
+  OneProcess* one = nullptr;
   ServerProcess* server = nullptr;
+};
+
+/// The set-up of a run in `processes` processes, built on first use (a raw server when `raw`);
+/// nullopt, with the benchmark skipped, when the server process cannot start.
+std::optional<Setup> set_up(benchmark::State& state, int processes, bool raw, bool unix_socket) {
   try {
-    server = &two.server_for(variant == Variant::raw_grpc, unix_socket);
+    if (processes == 1) {
+      return Setup{&one_process(), nullptr};
+    }
+    return Setup{nullptr, &two_process().server_for(raw, unix_socket)};
   } catch (const std::exception& error) {
     state.SkipWithError((std::string("cannot start bench_server: ") + error.what()).c_str());
+    return std::nullopt;
+  }
+}
+
+void unary_two_process(benchmark::State& state, Variant variant, int in_flight, std::size_t bytes, bool unix_socket) {
+  Messages& messages = env().messages;
+  const std::optional<Setup> setup = set_up(state, 2, variant == Variant::raw_grpc, unix_socket);
+  if (!setup) {
     return;
   }
+  TwoProcess& two = two_process();
+  ServerProcess* const server = setup->server;
   try {
     UsageProbe probe(nullptr, variant == Variant::rxcomm ? &two.client() : nullptr, &server->child);
     if (variant == Variant::rxcomm) {
@@ -401,18 +419,12 @@ void stream_echo(benchmark::State& state, Variant variant, int processes, int in
                  bool unix_socket) {
   Messages& messages = env().messages;
   const SendRequest& request = messages.raw_request(bytes, 0);
-  ServerProcess* server = nullptr;
-  OneProcess* one = nullptr;
-  try {
-    if (processes == 1) {
-      one = &one_process();
-    } else {
-      server = &two_process().server_for(variant == Variant::raw_grpc, unix_socket);
-    }
-  } catch (const std::exception& error) {
-    state.SkipWithError((std::string("cannot start bench_server: ") + error.what()).c_str());
+  const std::optional<Setup> setup = set_up(state, processes, variant == Variant::raw_grpc, unix_socket);
+  if (!setup) {
     return;
   }
+  OneProcess* const one = setup->one;
+  ServerProcess* const server = setup->server;
   try {
     RxcommEchoClient* our_client = one == nullptr && variant == Variant::rxcomm ? &two_process().client() : nullptr;
     UsageProbe probe(one != nullptr ? &one->rxcomm() : nullptr, our_client,
@@ -448,18 +460,12 @@ void stream_echo(benchmark::State& state, Variant variant, int processes, int in
 // Batches of one request to each of `endpoints` endpoints through rx::fan_out, one after another.
 void fan_out(benchmark::State& state, int processes, int endpoints, rx::Transport transport, std::size_t bytes) {
   Messages& messages = env().messages;
-  ServerProcess* server = nullptr;
-  OneProcess* one = nullptr;
-  try {
-    if (processes == 1) {
-      one = &one_process();
-    } else {
-      server = &two_process().rxcomm_server();
-    }
-  } catch (const std::exception& error) {
-    state.SkipWithError((std::string("cannot start bench_server: ") + error.what()).c_str());
+  const std::optional<Setup> setup = set_up(state, processes, /*raw=*/false, /*unix_socket=*/false);
+  if (!setup) {
     return;
   }
+  OneProcess* const one = setup->one;
+  ServerProcess* const server = setup->server;
   try {
     RxcommEchoClient* our_client = one == nullptr ? &two_process().client() : nullptr;
     UsageProbe probe(one != nullptr ? &one->rxcomm() : nullptr, our_client,

@@ -38,6 +38,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -209,6 +210,23 @@ class Holding : public std::enable_shared_from_this<Holding> {
   std::size_t cancelled_ = 0;
 };
 
+// `count` started Workers, each hosting the endpoint "held", whose task holds its requests for
+// `holding` (server s reports as s).
+struct HeldWorkers {
+  HeldWorkers(const std::shared_ptr<Holding>& holding, std::size_t count) {
+    for (std::size_t s = 0; s < count; ++s) {
+      Worker& worker = *workers.emplace_back(std::make_unique<Worker>());
+      if (!worker.server.attach(make_key("held"), holding->task(s))) {
+        throw std::logic_error("endpoint \"held\" attached twice");
+      }
+      worker.start();
+      targets.push_back(worker.server.target());
+    }
+  }
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::string> targets;
+};
+
 std::size_t total(const std::vector<std::size_t>& counts) {
   std::size_t sum = 0;
   for (const std::size_t count : counts) {
@@ -337,14 +355,8 @@ TEST_P(FanOutTest, NeverHasMoreInFlightThanItsWindow) {
   constexpr std::size_t PER_SERVER = 30;
   constexpr std::size_t WINDOW = 8;
   auto holding = std::make_shared<Holding>(SERVERS);
-  std::vector<std::unique_ptr<Worker>> workers;
-  std::vector<std::string> targets;
-  for (std::size_t s = 0; s < SERVERS; ++s) {
-    workers.push_back(std::make_unique<Worker>());
-    ASSERT_TRUE(workers[s]->server.attach(make_key("held"), holding->task(s)));
-    workers[s]->start();
-    targets.push_back(workers[s]->server.target());
-  }
+  const HeldWorkers held(holding, SERVERS);
+  const std::vector<std::string>& targets = held.targets;
   Scheduler scheduler(GetParam());
   rx::FanOutOptions options;
   options.max_in_flight = WINDOW;
@@ -370,14 +382,8 @@ TEST_P(FanOutTest, NeverHasMoreInFlightToOneTargetThanItsWindow) {
   constexpr std::size_t PER_SERVER = 30;
   constexpr std::size_t PER_TARGET = 3;
   auto holding = std::make_shared<Holding>(SERVERS);
-  std::vector<std::unique_ptr<Worker>> workers;
-  std::vector<std::string> targets;
-  for (std::size_t s = 0; s < SERVERS; ++s) {
-    workers.push_back(std::make_unique<Worker>());
-    ASSERT_TRUE(workers[s]->server.attach(make_key("held"), holding->task(s)));
-    workers[s]->start();
-    targets.push_back(workers[s]->server.target());
-  }
+  const HeldWorkers held(holding, SERVERS);
+  const std::vector<std::string>& targets = held.targets;
   Scheduler scheduler(GetParam());
   rx::FanOutOptions options;
   options.max_in_flight = 1000;
@@ -476,14 +482,8 @@ TEST_P(FanOutTest, OneCancellationCancelsEverySendInFlightAndUnsent) {
   constexpr std::size_t PER_SERVER = 20;
   constexpr std::size_t WINDOW = 10;
   auto holding = std::make_shared<Holding>(SERVERS);
-  std::vector<std::unique_ptr<Worker>> workers;
-  std::vector<std::string> targets;
-  for (std::size_t s = 0; s < SERVERS; ++s) {
-    workers.push_back(std::make_unique<Worker>());
-    ASSERT_TRUE(workers[s]->server.attach(make_key("held"), holding->task(s)));
-    workers[s]->start();
-    targets.push_back(workers[s]->server.target());
-  }
+  const HeldWorkers held(holding, SERVERS);
+  const std::vector<std::string>& targets = held.targets;
   Scheduler scheduler(GetParam());
   rx::FanOutOptions options;
   options.max_in_flight = WINDOW;

@@ -30,6 +30,16 @@ class ErrorCategory final : public boost::system::error_category {
         return "every result of the fan-out has already been taken";
       case errc::already_waiting:
         return "another next() or all() is already waiting on this fan-out";
+      case errc::xcom_not_found:
+        return "no such XCom";
+      case errc::xcom_wait_timed_out:
+        return "the XCom was not pushed before the wait's timeout";
+      case errc::xcom_limit_reached:
+        return "the server's retained XComs are at their limit (ServerOptions::max_retained_xcom_bytes)";
+      case errc::invalid_xcom:
+        return "invalid XCom: an empty key, dag_id, run_id or task_id, a map index below -1, or NaN or infinity";
+      case errc::xcom_store_failed:
+        return "the XCom store failed to write the XCom; it is kept in memory only";
     }
     return "unknown remote_xcomm error";
   }

@@ -26,6 +26,19 @@ enum class errc {
   no_more_results,
   /// FanOut::next() or all() was called while another next() or all() on it was still waiting.
   already_waiting,
+  /// xcom_pull(): no such XCom (and the query did not ask to wait).
+  xcom_not_found,
+  /// xcom_pull(): the wait's timeout passed before the XCom was pushed.
+  xcom_wait_timed_out,
+  /// xcom_push(): the server's retained XComs reached ServerOptions::max_retained_xcom_bytes and
+  /// nothing more could be evicted; the XCom was not recorded.
+  xcom_limit_reached,
+  /// xcom_push() or xcom_pull(): an empty key, dag_id, run_id or task_id, a map index below -1,
+  /// or a value holding NaN or infinity.
+  invalid_xcom,
+  /// xcom_push(): the server's XCom store failed to write it (ServerOptions::xcom_store); the
+  /// value is recorded in memory but may not survive a restart.
+  xcom_store_failed,
 };
 
 /// The error category of rx::errc, named "remote_xcomm".

@@ -28,7 +28,7 @@ namespace asio = boost::asio;
 /// Stands in for the transport: counts replies, never finishes, is never freed mid-run.
 class CountingReply final : public rx::detail::PendingReply {
  public:
-  boost::system::error_code reply(const boost::json::object& /*outputs*/) override {
+  boost::system::error_code reply(const boost::json::object& /*outputs*/, std::string&& /*json*/) override {
     ++replies;
     return {};
   }

@@ -3,11 +3,16 @@
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/error.hpp>
 
+#include "codec.hpp"
+#include "xcom/xcom_table.hpp"
+
 #include <boost/asio/append.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <algorithm>
@@ -298,6 +303,7 @@ void EndpointState::release_queue_storage() noexcept {
 
 void EndpointState::hand_to_waiter(PendingReplyPtr&& reply, boost::json::object&& payload) {
   took_request_in_invocation_ = true;
+  record_running();
   if (auto* const waiter = std::get_if<NextHandler>(&waiter_)) {
     NextHandler handler;
     handler.swap(*waiter);
@@ -324,15 +330,17 @@ void EndpointState::start_get_with(Handler&& handler) {  // always an rvalue
     return;
   }
   if (held_) {
-    held_->fail(grpc::Status(grpc::StatusCode::INTERNAL,
-                             "task of endpoint " + to_string(key_) + " called get() again before push()"));
+    const std::string message = "task of endpoint " + to_string(key_) + " called get() again before push()";
+    held_->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
     held_.reset();
+    record_failure(message);
   }
   if (!queue_.empty()) {  // checked first: a task keeping up with its requests finds it empty
     QueuedRequest request;
     if (pop_live(request)) {
       held_ = std::move(request.reply);
       took_request_in_invocation_ = true;
+      record_running();
       complete_later(std::move(handler), {}, std::move(request.payload));
       return;
     }
@@ -362,13 +370,15 @@ void EndpointState::start_next(NextHandler handler) {
     return;
   }
   if (held_) {
-    held_->fail(grpc::Status(grpc::StatusCode::INTERNAL,
-                             "task of endpoint " + to_string(key_) + " called next() before push()"));
+    const std::string message = "task of endpoint " + to_string(key_) + " called next() before push()";
+    held_->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
     held_.reset();
+    record_failure(message);
   }
   QueuedRequest request;
   if (pop_live(request)) {
     took_request_in_invocation_ = true;
+    record_running();
     complete_later(std::move(handler), {},
                    Request(std::move(request.reply), std::move(request.payload), shared_from_this()));
     return;
@@ -379,16 +389,239 @@ void EndpointState::start_next(NextHandler handler) {
 template <typename Handler>
 void EndpointState::start_push_with(const boost::json::object& outputs, Handler&& handler) {  // always an rvalue
   static_assert(!std::is_reference_v<Handler>);
-  error_code result;
   if (closed_) {
-    result = errc::endpoint_closed;
+    complete_later(std::move(handler), errc::endpoint_closed);
   } else if (!held_) {
-    result = errc::no_request_held;
+    complete_later(std::move(handler), errc::no_request_held);
   } else {
-    const PendingReplyPtr held = std::move(held_);
-    result = held->reply(outputs);
+    answer_with(std::move(held_), outputs, std::move(handler));
   }
-  complete_later(std::move(handler), result);
+}
+
+void EndpointState::answer(PendingReplyPtr reply, const boost::json::object& outputs, PushHandler handler) {
+  if (closed_) {
+    reply->fail(*close_status_);
+    complete_later(std::move(handler), errc::endpoint_closed);
+    return;
+  }
+  answer_with(std::move(reply), outputs, std::move(handler));
+}
+
+template <typename Handler>
+void EndpointState::answer_with(PendingReplyPtr&& reply, const boost::json::object& outputs, Handler&& handler) {
+  static_assert(!std::is_reference_v<Handler>);
+  const PendingReplyPtr held = std::move(reply);
+  if (!all_numbers_finite(outputs)) {
+    const std::string message = "the task pushed a reply holding NaN or infinity, which JSON cannot carry";
+    held->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
+    record_failure(message);
+    complete_later(std::move(handler), errc::reply_not_json);
+    return;
+  }
+  std::string json;
+  try {
+    json = serialize_json(outputs);
+  } catch (...) {
+    // A task's push must never leave the request unfinished, nor throw out of its initiation.
+    held->fail(grpc::Status(grpc::StatusCode::INTERNAL, "the server could not encode the task's reply"));
+    complete_later(std::move(handler), make_error_code(boost::system::errc::not_enough_memory));
+    return;
+  }
+  if (!xcoms_ || !xcoms_->durable()) {
+    std::string recorded = xcoms_ ? json : std::string();  // the record keeps its own copy
+    const error_code result = held->reply(outputs, std::move(json));
+    if (xcoms_) {
+      record_answer(result, std::move(recorded), *held);
+    }
+    complete_later(std::move(handler), result);
+    return;
+  }
+  // A durable store: the caller hears only once the return value is committed, so that a reply
+  // it got is pullable after a crash. Off the hot path: the handler is type-erased here.
+  struct Answer {
+    PendingReplyPtr reply;
+    boost::json::object outputs;
+    std::string json;
+    PushHandler handler;
+  };
+  auto pending = std::make_shared<Answer>(Answer{held, outputs, json, PushHandler(std::move(handler))});
+  const error_code put_error = xcoms_->put(
+      *xcom_record(), return_value_key, std::move(json), [self = shared_from_this(), pending](error_code store_error) {
+        error_code result;
+        if (self->closed_) {
+          pending->reply->fail(*self->close_status_);
+          result = errc::endpoint_closed;
+        } else {
+          result = pending->reply->reply(pending->outputs, std::move(pending->json));
+          self->record_answer(result, {}, *pending->reply);
+        }
+        self->complete_later(std::move(pending->handler), result        ? result
+                                                          : store_error ? error_code(errc::xcom_store_failed)
+                                                                        : error_code());
+      });
+  if (put_error) {  // not recorded (the XComs are at their limit): the reply goes out all the same
+    const error_code result = pending->reply->reply(pending->outputs, std::move(pending->json));
+    record_answer(result, {}, *pending->reply);
+    complete_later(std::move(pending->handler), result);
+  }
+}
+
+void EndpointState::record_answer(error_code result, std::string&& json, const PendingReply& reply) {
+  if (!xcoms_ || closed_) {
+    return;
+  }
+  TaskRecord& record = *xcom_record();
+  if (result && result != errc::request_cancelled) {
+    // Too large for the transport: the caller got RESOURCE_EXHAUSTED, the task failed.
+    xcoms_->set_state(record, TaskState::failed, "the task's reply is over the server's message limit");
+    return;
+  }
+  // A reply whose caller gave up is kept all the same: it stays pullable (docs/xcoms.md).
+  if (!json.empty()) {
+    (void)xcoms_->put(record, return_value_key, std::move(json), {});  // over the limit: not recorded
+  }
+  (void)reply;
+  xcoms_->set_state(record, TaskState::success);
+}
+
+void EndpointState::record_failure(const std::string& message) {
+  if (xcoms_ && !closed_) {
+    xcoms_->set_state(*xcom_record(), TaskState::failed, message);
+  }
+}
+
+void EndpointState::record_running() {
+  if (xcoms_ && !closed_) {
+    xcoms_->set_state(*xcom_record(), TaskState::running);
+  }
+}
+
+void EndpointState::bind_xcoms(std::shared_ptr<XComTable> table, TaskRecord* record, std::uint32_t attempt) noexcept {
+  xcoms_ = std::move(table);
+  xcom_record_ = record;
+  attempt_ = attempt;
+}
+
+TaskRecord* EndpointState::xcom_record() {
+  if (xcoms_ && xcom_record_ == nullptr) {
+    xcom_record_ = &xcoms_->make_record(key_, attempt_);
+  }
+  return xcom_record_;
+}
+
+void EndpointState::start_xcom_push(std::string key, const boost::json::value& value, PushHandler handler) {
+  if (closed_ || !xcoms_) {
+    complete_later(std::move(handler), errc::endpoint_closed);
+    return;
+  }
+  if (key.empty() || !all_numbers_finite(value)) {
+    complete_later(std::move(handler), errc::invalid_xcom);
+    return;
+  }
+  std::string json = boost::json::serialize(value);
+  if (!xcoms_->durable()) {
+    complete_later(std::move(handler), xcoms_->put(*xcom_record(), key, std::move(json), {}));
+    return;
+  }
+  auto waiting = std::make_shared<PushHandler>();
+  waiting->swap(handler);  // never move-assign any_completion_handler (asio#1180)
+  const error_code error =
+      xcoms_->put(*xcom_record(), key, std::move(json), [self = shared_from_this(), waiting](error_code store_error) {
+        self->complete_later(std::move(*waiting), store_error ? error_code(errc::xcom_store_failed) : error_code());
+      });
+  if (error) {
+    complete_later(std::move(*waiting), error);
+  }
+}
+
+namespace {
+
+// A task's pull that waits for its XComs: registered with the table until they come, its timeout
+// passes, it is cancelled or the server shuts down. Completes exactly once, posted to the loop.
+class LocalPull final : public XComWaiter, public std::enable_shared_from_this<LocalPull> {
+ public:
+  LocalPull(XComQuery query, std::shared_ptr<EndpointState> endpoint, std::shared_ptr<XComTable> table,
+            EndpointState::PullHandler handler)
+      : XComWaiter(std::move(query)),
+        endpoint_(std::move(endpoint)),
+        table_(std::move(table)),
+        timer_(endpoint_->executor()) {
+    handler_.swap(handler);
+  }
+  ~LocalPull() override { table_->cancel_wait(*this); }
+
+  void start() {
+    auto slot = handler_.get_cancellation_slot();
+    if (slot.is_connected()) {
+      slot.assign([weak = weak_from_this()](asio::cancellation_type /*type*/) {
+        if (const auto self = weak.lock()) {
+          self->finish(asio::error::operation_aborted, {});
+        }
+      });
+    }
+    if (const auto timeout = query().timeout) {
+      timer_.expires_after(*timeout);
+      timer_.async_wait([weak = weak_from_this()](error_code error) {
+        const auto self = weak.lock();
+        if (!error && self) {
+          self->finish(errc::xcom_wait_timed_out, {});
+        }
+      });
+    }
+    keep_alive_ = shared_from_this();  // until it completes: the table holds a plain pointer
+    table_->wait(*this);
+  }
+
+  void on_ready(std::vector<XCom> xcoms) override { finish({}, std::move(xcoms)); }
+  void on_closed(const grpc::Status& /*status*/) override { finish(errc::endpoint_closed, {}); }
+
+ private:
+  void finish(error_code error, std::vector<XCom> xcoms) {
+    if (!handler_) {
+      return;
+    }
+    table_->cancel_wait(*this);
+    timer_.cancel();
+    handler_.get_cancellation_slot().clear();
+    EndpointState::PullHandler handler;
+    handler.swap(handler_);
+    asio::post(endpoint_->executor(), asio::append(std::move(handler), error, std::move(xcoms)));
+    keep_alive_.reset();  // last: may destroy this
+  }
+
+  std::shared_ptr<EndpointState> endpoint_;
+  std::shared_ptr<XComTable> table_;
+  asio::steady_timer timer_;
+  EndpointState::PullHandler handler_;
+  std::shared_ptr<LocalPull> keep_alive_;
+};
+
+}  // namespace
+
+void EndpointState::start_xcom_pull(XComQuery query, PullHandler handler) {
+  if (closed_ || !xcoms_ || xcoms_->closed()) {
+    asio::post(executor_, asio::append(std::move(handler), error_code(errc::endpoint_closed), std::vector<XCom>()));
+    return;
+  }
+  // Airflow's defaults: the pulling task's own DAG run.
+  if (query.dag_id.empty()) {
+    query.dag_id = key_.dag_id;
+  }
+  if (query.run_id.empty()) {
+    query.run_id = key_.run_id;
+  }
+  if (!XComTable::check(query).ok()) {
+    asio::post(executor_, asio::append(std::move(handler), error_code(errc::invalid_xcom), std::vector<XCom>()));
+    return;
+  }
+  bool satisfied = false;
+  std::vector<XCom> found = xcoms_->find(query, satisfied);
+  if (satisfied || !query.wait) {
+    const error_code error = found.empty() ? error_code(errc::xcom_not_found) : error_code();
+    asio::post(executor_, asio::append(std::move(handler), error, std::move(found)));
+    return;
+  }
+  std::make_shared<LocalPull>(std::move(query), shared_from_this(), xcoms_, std::move(handler))->start();
 }
 
 void EndpointState::start_push(const boost::json::object& outputs, PushHandler handler) {
@@ -429,6 +662,7 @@ void EndpointState::on_invocation_end(const std::exception_ptr& error) {
                                       : "task of endpoint " + to_string(key_) + " ended without pushing a reply";
     held_->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
     held_.reset();
+    record_failure(message);
     caller_told = true;
   } else if (!took_request_in_invocation_ && !closed_) {
     // The task ended without taking a request: fail the oldest so the endpoint always advances.
@@ -438,6 +672,7 @@ void EndpointState::on_invocation_end(const std::exception_ptr& error) {
           error ? "task of endpoint " + to_string(key_) + " threw before get(): " + describe(error)
                 : "task of endpoint " + to_string(key_) + " ended without calling get()";
       request.reply->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
+      record_failure(message);
       caller_told = true;
     }
   }

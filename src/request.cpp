@@ -67,16 +67,12 @@ void Request::start_reply(boost::json::object outputs, ReplyHandler handler) {
   }
   detail::on_endpoint_loop(endpoint_, [reply = std::move(reply), outputs = std::move(outputs),
                                        handler = std::move(handler)](detail::EndpointState& endpoint) mutable {
-    boost::system::error_code result;
     if (!reply) {
-      result = errc::no_request_held;
-    } else if (endpoint.closed()) {
-      reply->fail(endpoint.close_status());
-      result = errc::endpoint_closed;
-    } else {
-      result = reply->reply(outputs);
+      asio::post(endpoint.executor(),
+                 asio::append(std::move(handler), boost::system::error_code(errc::no_request_held)));
+      return;
     }
-    asio::post(endpoint.executor(), asio::append(std::move(handler), result));
+    endpoint.answer(std::move(reply), outputs, std::move(handler));
   });
 }
 
@@ -87,7 +83,9 @@ void Request::fail(grpc::Status status) {
   }
   detail::on_endpoint_loop(endpoint_,
                            [reply = std::move(reply), status = std::move(status)](detail::EndpointState& endpoint) {
-                             reply->fail(endpoint.closed() ? endpoint.close_status() : status);
+                             if (reply->fail(endpoint.closed() ? endpoint.close_status() : status)) {
+                               endpoint.record_failure(status.error_message());
+                             }
                            });
 }
 
@@ -101,10 +99,14 @@ void Request::drop() noexcept {
       if (reply->finished()) {
         return;
       }
-      reply->fail(endpoint.closed()
-                      ? endpoint.close_status()
-                      : grpc::Status(grpc::StatusCode::INTERNAL, "the task of endpoint " + to_string(endpoint.key()) +
-                                                                     " dropped the request without answering it"));
+      if (endpoint.closed()) {
+        reply->fail(endpoint.close_status());
+        return;
+      }
+      const std::string message =
+          "the task of endpoint " + to_string(endpoint.key()) + " dropped the request without answering it";
+      reply->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
+      endpoint.record_failure(message);
     });
   } catch (...) {
     // No memory to queue the notice: the reference is dropped, and a transport finishes a request

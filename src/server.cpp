@@ -8,6 +8,9 @@
 #include "transport/exchange_stream.hpp"
 #include "tsan_annotations.hpp"
 #include "unary_send_call.hpp"
+#include "xcom/wire.hpp"
+#include "xcom/xcom_calls.hpp"
+#include "xcom/xcom_table.hpp"
 
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
 
@@ -16,6 +19,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/unordered/unordered_flat_set.hpp>
 
 #include <grpcpp/security/server_credentials.h>
@@ -76,6 +80,14 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     if (options_.on_task_error) {
       on_task_error_ = std::make_shared<const EndpointState::TaskErrorHook>(std::move(options_.on_task_error));
     }
+    XComTableOptions xcom_options;
+    xcom_options.retention = options_.xcom_retention;
+    xcom_options.max_bytes = options_.max_retained_xcom_bytes;
+    xcom_options.history_events = options_.xcom_history_events;
+    xcom_options.history_bytes = options_.xcom_history_bytes;
+    xcom_options.watch_buffer_events = options_.watch_buffer_events;
+    xcom_options.store = options_.xcom_store;
+    xcoms_ = std::make_shared<XComTable>(executor_, std::move(xcom_options));
   }
 
   // Reached after the shutdown completed (or without a start): gRPC no longer calls this service.
@@ -87,6 +99,12 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       throw std::logic_error(phase_ == Phase::serving ? "rx::Server::start() called twice"
                                                       : "rx::Server::start() called after shutdown");
     }
+    // Before listening: a Pull must see what the store kept. A store that cannot be read throws.
+    on_loop([&] {
+      xcoms_->load();
+      arm_retention_timer();
+      return true;
+    });
     hold_grpc_callback_threads();  // the Server may be destroyed on one of gRPC's threads
     grpc::ServerBuilder builder;
     builder.AddListeningPort(listening_address(), grpc::InsecureServerCredentials(), &port_);
@@ -156,6 +174,56 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     return new ExchangeStream(context, *this, executor_, limits);
   }
 
+  grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context, const remote_xcomm::v1::PullRequest* request,
+                                 remote_xcomm::v1::PullResponse* response) override {
+    back_from_grpc(this);
+    if (stopping_.load(std::memory_order_acquire)) {
+      return refuse_unary(context);
+    }
+    return start_pull(context, *request, response, xcoms_, executor_);
+  }
+
+  grpc::ServerUnaryReactor* GetState(grpc::CallbackServerContext* context,
+                                     const remote_xcomm::v1::GetStateRequest* request,
+                                     remote_xcomm::v1::TaskStateInfo* response) override {
+    back_from_grpc(this);
+    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
+    if (stopping_.load(std::memory_order_acquire)) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+      return reactor;
+    }
+    // The request and response live until Finish, which the job calls; the service until the
+    // drain, which waits for every call.
+    detail::hand_off(executor_, [this, reactor, request, response] {
+      const TaskInstanceKeyView key = view_of(request->task_instance());
+      std::optional<TaskStateInfo> state = xcoms_->state(key);
+      if (!state) {
+        // An attached endpoint that has not changed state yet has no record: it is idle.
+        auto it = endpoints_.find(key);
+        if (it != endpoints_.end() && (*it)->xcom_record() != nullptr) {
+          state = xcoms_->state(key);
+        }
+      }
+      if (!state) {
+        reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "the server knows nothing of " + to_string(key) +
+                                                                      " (never attached here, or past its retention)"));
+        return;
+      }
+      to_proto(*state, *response);
+      reactor->Finish(grpc::Status::OK);
+    });
+    return reactor;
+  }
+
+  grpc::ServerWriteReactor<remote_xcomm::v1::WatchResponse>* Watch(
+      grpc::CallbackServerContext* context, const remote_xcomm::v1::WatchRequest* request) override {
+    back_from_grpc(this);
+    if (stopping_.load(std::memory_order_acquire)) {
+      return new RefusedWatch(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+    }
+    return start_watch(context, *request, xcoms_, executor_);
+  }
+
   // ---- StreamHost ------------------------------------------------------------------------------
 
   [[nodiscard]] bool refusing() const noexcept override { return stopping_.load(std::memory_order_acquire); }
@@ -190,7 +258,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     }
   }
 
-  bool attach(TaskInstanceKey key, Server::Task task) {
+  bool attach(TaskInstanceKey key, Server::Task task, const AttachOptions& attach_options) {
     if (stopping_.load(std::memory_order_acquire)) {
       return false;
     }
@@ -198,8 +266,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       if (closed_ || endpoints_.contains(key.view())) {
         return false;
       }
-      endpoints_.insert(std::make_shared<EndpointState>(executor_, std::move(key), std::move(task), on_task_error_,
-                                                        options_.max_queued_requests));
+      TaskRecord* const record = xcoms_->attach(key, attach_options.try_number);
+      auto endpoint = std::make_shared<EndpointState>(executor_, std::move(key), std::move(task), on_task_error_,
+                                                      options_.max_queued_requests);
+      endpoint->bind_xcoms(xcoms_, record, std::max<std::uint32_t>(attach_options.try_number.value_or(1), 1));
+      endpoints_.insert(std::move(endpoint));
       return true;
     });
   }
@@ -210,8 +281,12 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       if (it == endpoints_.end()) {
         return false;
       }
-      (*it)->close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "endpoint " + to_string(key) + " was detached"));
+      const std::shared_ptr<EndpointState> endpoint = *it;
       endpoints_.erase(it);
+      TaskRecord* const record = endpoint->xcom_record();  // made now if it had none: detached is a state
+      endpoint->close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "endpoint " + to_string(key) + " was detached"));
+      xcoms_->detach(*record);
+      arm_retention_timer();
       return true;
     });
   }
@@ -389,6 +464,9 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     self->server_->Shutdown(std::chrono::system_clock::now() + self->options_.shutdown_grace);
     self->server_->Wait();
     self->server_.reset();
+    // A store's writer may still hand completions to the loop: they must be queued before the
+    // io_context may go.
+    self->xcoms_->wait_for_store_writes();
 
     // The io_context may stop once this work is gone; each completion holds work of its own.
     // Released before `stopped` is published: a blocking shutdown() then returns, and its caller
@@ -436,7 +514,15 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     auto endpoints = std::move(endpoints_);
     endpoints_.clear();
     for (const auto& endpoint : endpoints) {
+      TaskRecord* const record = endpoint->xcom_record();
       endpoint->close(status);
+      xcoms_->detach(*record);
+    }
+    // Waiting pulls and watches end; retention stops with the server (a pending timer would keep
+    // the io_context's run() from returning).
+    xcoms_->close(status);
+    if (retention_timer_) {
+      retention_timer_->cancel();
     }
     // Streams end once the replies just made are written. Copied, with references: each leaves
     // the set as it ends, and ending one runs task code that may end another.
@@ -461,6 +547,43 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       return;
     }
     (*it)->deliver(std::move(reply), std::move(payload));
+  }
+
+  static grpc::ServerUnaryReactor* refuse_unary(grpc::CallbackServerContext* context) {
+    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+    return reactor;
+  }
+
+  // A Watch refused before it started.
+  class RefusedWatch final : public grpc::ServerWriteReactor<remote_xcomm::v1::WatchResponse> {
+   public:
+    explicit RefusedWatch(const grpc::Status& status) { Finish(status); }
+    void OnDone() override { delete this; }
+  };
+
+  // On the loop: the timer wakes when the oldest detached task instance's retention passes.
+  void arm_retention_timer() {
+    const auto next = xcoms_->next_expiry();
+    if (!next || closed_) {
+      return;
+    }
+    if (!retention_timer_) {
+      retention_timer_.emplace(executor_);
+    } else if (retention_armed_ && retention_timer_->expiry() <= *next) {
+      return;
+    }
+    retention_armed_ = true;
+    retention_timer_->expires_at(*next);
+    retention_timer_->async_wait([weak = weak_from_this()](boost::system::error_code error) {
+      const auto self = weak.lock();
+      if (error || !self) {
+        return;
+      }
+      self->retention_armed_ = false;
+      self->xcoms_->expire(std::chrono::steady_clock::now());
+      self->arm_retention_timer();
+    });
   }
 
   // Runs `function` on the loop and waits for its result; inline when this thread may run it.
@@ -510,6 +633,9 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   // set walked its chain rehashing each neighbour's key (6% of a 10,000-endpoint fan-out's CPU).
   boost::unordered_flat_set<std::shared_ptr<EndpointState>, EndpointKeyHash, EndpointKeyEqual> endpoints_;
   std::unordered_set<ExchangeStream*> streams_;  // open Exchange streams, ended by a shutdown
+  std::shared_ptr<XComTable> xcoms_;             // shared with endpoints and XCom calls
+  std::optional<asio::steady_timer> retention_timer_;
+  bool retention_armed_ = false;
   bool closed_ = false;
 };
 
@@ -531,7 +657,10 @@ Server::~Server() { impl_->shutdown_on_destruction(); }
 void Server::start() { impl_->start(); }
 std::uint16_t Server::port() const noexcept { return impl_->port(); }
 std::string Server::target() const { return impl_->target(); }
-bool Server::attach(TaskInstanceKey key, Task task) { return impl_->attach(std::move(key), std::move(task)); }
+bool Server::attach(TaskInstanceKey key, Task task) { return impl_->attach(std::move(key), std::move(task), {}); }
+bool Server::attach(TaskInstanceKey key, Task task, AttachOptions options) {
+  return impl_->attach(std::move(key), std::move(task), options);
+}
 bool Server::detach(const TaskInstanceKey& key) { return impl_->detach(key); }
 std::size_t Server::endpoint_count() const { return impl_->endpoint_count(); }
 std::size_t Server::requests_in_flight() const noexcept { return impl_->requests_in_flight(); }

@@ -91,7 +91,7 @@ std::vector<std::pair<std::string, std::string>> UnarySendCall::metadata() const
   return entries;
 }
 
-boost::system::error_code UnarySendCall::reply(const boost::json::object& outputs) {
+boost::system::error_code UnarySendCall::reply(const boost::json::object& /*outputs*/, std::string&& json) {
   if (finished_) {
     return errc::request_cancelled;
   }
@@ -99,14 +99,9 @@ boost::system::error_code UnarySendCall::reply(const boost::json::object& output
     fail(grpc::Status(grpc::StatusCode::CANCELLED, "the caller cancelled the call or its deadline passed"));
     return errc::request_cancelled;
   }
-  if (!all_numbers_finite(outputs)) {
-    fail(grpc::Status(grpc::StatusCode::INTERNAL,
-                      "the task pushed a reply holding NaN or infinity, which JSON cannot carry"));
-    return errc::reply_not_json;
-  }
   std::size_t size = 0;
   try {
-    response_->set_reply_json(serialize_json(outputs));
+    response_->set_reply_json(std::move(json));
     size = response_->ByteSizeLong();
     if (size > max_reply_bytes_) {
       fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "the task's reply is " + std::to_string(size) +
@@ -115,8 +110,8 @@ boost::system::error_code UnarySendCall::reply(const boost::json::object& output
       return errc::reply_too_large;
     }
   } catch (...) {
-    // Encoding allocates (the JSON text, the message); a task's push must never leave the call
-    // unfinished, nor throw out of the endpoint's push initiation.
+    // The messages allocate; a task's push must never leave the call unfinished, nor throw out of
+    // the endpoint's push initiation.
     if (!finished_) {
       finish(grpc::Status(grpc::StatusCode::INTERNAL, "the server could not encode the task's reply"));
     }

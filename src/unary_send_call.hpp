@@ -51,7 +51,7 @@ class UnarySendCall final : public PendingReply, public grpc::ServerUnaryReactor
 
   /// Never throws: a reply that cannot be encoded (out of memory) finishes the call with INTERNAL
   /// and returns `not_enough_memory`.
-  boost::system::error_code reply(const boost::json::object& outputs) override;
+  boost::system::error_code reply(const boost::json::object& outputs, std::string&& json) override;
   bool fail(const grpc::Status& status) override;
   [[nodiscard]] bool finished() const noexcept override { return finished_; }
   [[nodiscard]] bool cancelled() const override;

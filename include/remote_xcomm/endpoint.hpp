@@ -6,15 +6,19 @@
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/request.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
+#include <remote_xcomm/xcom.hpp>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <memory>
+#include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace rx {
 
@@ -137,6 +141,62 @@ class Endpoint {
               std::move(handler), std::move(reply));
         },
         token, state_, std::move(outputs));
+  }
+
+  /// Records the XCom `key` = `value` for this task instance (Airflow's `xcom_push`), replacing
+  /// the value it had in this attempt. Waiting pulls of it wake, Watch subscribers see it, and it
+  /// stays pullable until the endpoint is detached plus the server's retention (docs/xcoms.md).
+  /// A reply given with push() is recorded under rx::return_value_key the same way.
+  ///
+  /// Completion signature: `void(boost::system::error_code)`, always posted: once recorded, or
+  /// with a durable store (ServerOptions::xcom_store) once committed. Errors:
+  /// `errc::invalid_xcom` (empty key, NaN or infinity in `value`), `errc::xcom_limit_reached`
+  /// (ServerOptions::max_retained_xcom_bytes reached with nothing left to evict; not recorded),
+  /// `errc::xcom_store_failed` (recorded in memory, not in the store), `errc::endpoint_closed`
+  /// (detached, or an endpoint made without a server). Not cancellable: the value is recorded
+  /// when the operation starts.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto xcom_push(std::string key, boost::json::value value, CompletionToken&& token = {}) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+        [](auto handler, const std::shared_ptr<detail::EndpointState>& state, std::string xcom_key,
+           boost::json::value xcom_value) {
+          detail::on_endpoint_loop(
+              state,
+              [](detail::EndpointState& endpoint, auto&& completion, std::string pushed_key,
+                 const boost::json::value& pushed_value) {
+                endpoint.start_xcom_push(std::move(pushed_key), pushed_value,
+                                         detail::EndpointState::PushHandler(std::move(completion)));
+              },
+              std::move(handler), std::move(xcom_key), std::move(xcom_value));
+        },
+        token, state_, std::move(key), std::move(value));
+  }
+
+  /// Pulls XComs of task instances on this endpoint's server (Airflow's `xcom_pull`): one key of
+  /// one task instance, or of every map index of a mapped task in map-index order. An empty
+  /// `query.dag_id` or `query.run_id` means this endpoint's own. With `query.wait`, waits until
+  /// the key exists (at least `query.min_count` map indexes with `all_map_indexes`), at most
+  /// `query.timeout`.
+  ///
+  /// Completion signature: `void(boost::system::error_code, std::vector<rx::XCom>)`, always
+  /// posted. Errors: `errc::xcom_not_found` (not waiting and nothing found),
+  /// `errc::xcom_wait_timed_out`, `errc::invalid_xcom` (empty task_id or key, map index below -1),
+  /// `errc::endpoint_closed` (detached, or the server shut down while waiting).
+  ///
+  /// Cancellation (any type): a waiting pull stops waiting and completes with
+  /// `asio::error::operation_aborted`.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto xcom_pull(XComQuery query, CompletionToken&& token = {}) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::vector<XCom>)>(
+        [](auto handler, const std::shared_ptr<detail::EndpointState>& state, XComQuery pull) {
+          detail::on_endpoint_loop(
+              state,
+              [](detail::EndpointState& endpoint, auto&& completion, XComQuery pulled) {
+                endpoint.start_xcom_pull(std::move(pulled), detail::EndpointState::PullHandler(std::move(completion)));
+              },
+              std::move(handler), std::move(pull));
+        },
+        token, state_, std::move(query));
   }
 
  private:

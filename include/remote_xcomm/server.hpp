@@ -5,6 +5,7 @@
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
+#include <remote_xcomm/xcom.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/async_result.hpp>
@@ -17,6 +18,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -84,6 +86,40 @@ struct ServerOptions {
   /// Asio does with a handler's exception: catch it there (and run again) to keep serving. An
   /// exception thrown by the hook itself is rethrown there too.
   std::function<void(const TaskInstanceKey&, std::exception_ptr)> on_task_error;
+
+  // ---- XComs (docs/xcoms.md) ----
+
+  /// How long a detached task instance's XComs and state stay pullable after its endpoint was
+  /// detached (or the server shut down, or, with a store, after a restart loaded them). 0 forgets
+  /// them at detach.
+  std::chrono::milliseconds xcom_retention{std::chrono::hours(1)};
+  /// Most bytes of XComs the server retains (keys, values and a fixed cost per XCom). At the bound
+  /// the XComs of detached task instances are evicted, oldest detach first; if that is not enough,
+  /// a push is refused (xcom_push: errc::xcom_limit_reached; a reply still reaches its caller but
+  /// is not recorded as return_value). A Pull of an evicted XCom gets NOT_FOUND.
+  std::size_t max_retained_xcom_bytes = std::size_t{256} << 20;
+  /// The event history Watch replays from (from_start, after_sequence): at most this many events
+  /// and bytes, the oldest dropped first. 0 events: no history (watches start from now).
+  std::size_t xcom_history_events = 65'536;
+  std::size_t xcom_history_bytes = std::size_t{64} << 20;
+  /// Events a Watch subscriber may have waiting to be written. A subscriber that falls further
+  /// behind is ended with RESOURCE_EXHAUSTED (it may resume after the last sequence it got), so
+  /// that it neither grows the server's memory nor slows the others.
+  std::size_t watch_buffer_events = 4096;
+  /// Where XComs are also written, to outlive this server: rx::make_memory_store() (a later
+  /// Server in this process), rx::open_sqlite_store() (a restarted process). Loaded by start().
+  /// None: XComs live in this server's memory only. With a store, a push (and a reply's
+  /// return_value) is acknowledged only once the store has committed it.
+  std::shared_ptr<XComStore> xcom_store;
+};
+
+/// Options of one Server::attach.
+struct AttachOptions {
+  /// The task instance's attempt, as Airflow's `try_number`. Attaching starts a new attempt, which
+  /// clears the XComs kept from earlier ones (Airflow clears them on retry), unless `try_number`
+  /// equals the attempt the server keeps for the key: then it resumes that attempt and keeps them
+  /// (a restarted worker serving the same try). None: the kept attempt + 1, or 1.
+  std::optional<std::uint32_t> try_number;
 };
 
 /// Hosts endpoints, each addressed by a TaskInstanceKey, behind the `remote_xcomm.v1.RemoteXComm`
@@ -126,7 +162,8 @@ class Server {
   /// held is released then.
   ~Server();
 
-  /// Binds and starts serving. Throws std::runtime_error if the address cannot be bound, and
+  /// Binds and starts serving (after loading the XCom store's XComs, if any). Throws
+  /// std::runtime_error if the address cannot be bound or the store cannot be read, and
   /// std::logic_error if called twice or after shutdown began.
   void start();
 
@@ -139,8 +176,11 @@ class Server {
   /// Hosts `task` at `key`. Returns false, changing nothing, if `key` is already attached or the
   /// server is shutting down. Requests may arrive as soon as this returns.
   [[nodiscard]] bool attach(TaskInstanceKey key, Task task);
+  /// As above, with the attempt it starts or resumes (AttachOptions::try_number).
+  [[nodiscard]] bool attach(TaskInstanceKey key, Task task, AttachOptions options);
   /// Stops hosting `key`: its queued and held requests fail with UNAVAILABLE and its running
-  /// task is cancelled. Returns false if nothing was attached there.
+  /// task is cancelled; its state becomes detached and its XComs stay pullable for
+  /// ServerOptions::xcom_retention. Returns false if nothing was attached there.
   bool detach(const TaskInstanceKey& key);
   /// Number of attached endpoints.
   [[nodiscard]] std::size_t endpoint_count() const;

@@ -52,26 +52,13 @@ class ExchangeStream::Request final : public PendingReply, public boost::intrusi
     return expires_.value_or(std::chrono::steady_clock::time_point::max());
   }
 
-  boost::system::error_code reply(const boost::json::object& outputs) override {
+  boost::system::error_code reply(const boost::json::object& /*outputs*/, std::string&& json) override {
     if (finished_) {
       return errc::request_cancelled;
-    }
-    if (!all_numbers_finite(outputs)) {
-      fail(grpc::Status(grpc::StatusCode::INTERNAL,
-                        "the task pushed a reply holding NaN or infinity, which JSON cannot carry"));
-      return errc::reply_not_json;
-    }
-    std::string json;
-    try {
-      json = serialize_json(outputs);
-    } catch (...) {
-      finish(grpc::StatusCode::INTERNAL, "the server could not encode the task's reply", {});
-      return make_error_code(boost::system::errc::not_enough_memory);
     }
     const std::size_t limit = stream_->limits_.max_message_bytes;
     if (json.size() + REPLY_FRAMING_BYTES > limit) {
       const std::size_t size = json.size();
-      json.clear();
       fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "the task's reply is " + std::to_string(size) +
                                                                   " bytes, over the server's limit of " +
                                                                   std::to_string(limit)));

@@ -91,7 +91,7 @@ XComQuery from_proto(const remote_xcomm::v1::PullRequest& request) {
   out.run_id = request.run_id();
   out.task_id = request.task_id();
   out.key = request.key().empty() ? std::string(return_value_key) : request.key();
-  out.map_index = request.map_index();
+  out.map_index = request.has_map_index() ? request.map_index() : -1;
   out.all_map_indexes = request.all_map_indexes();
   out.wait = request.wait();
   out.min_count = request.min_count() == 0 ? 1 : request.min_count();
@@ -104,7 +104,7 @@ WatchQuery from_proto(const remote_xcomm::v1::WatchRequest& request) {
   out.dag_id = request.dag_id();
   out.run_id = request.run_id();
   out.task_id = request.task_id();
-  out.map_index = request.map_index();
+  out.map_index = request.has_map_index() ? request.map_index() : -1;
   out.all_map_indexes = request.all_map_indexes();
   out.from_start = request.from_start();
   out.after_sequence = request.after_sequence();

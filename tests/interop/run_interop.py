@@ -170,14 +170,14 @@ class Interop:
             raise CheckFailed(f"{what}: the call failed with {error.code().name}: {error.details()}") from None
         return self.check_reply(response.reply_json, what)
 
-    def expect_error(self, stub, what, request, code, timeout=CALL_TIMEOUT_S):
+    def expect_error(self, stub, what, request, code, timeout=CALL_TIMEOUT_S, method=None):
         try:
-            response = stub.Send(request, timeout=timeout)
+            response = (method or stub.Send)(request, timeout=timeout)
         except self.grpc.RpcError as error:
             require(error.code() == code,
                     f"{what}: expected {code.name}, got {error.code().name}: {error.details()}")
             return error.details()
-        raise CheckFailed(f"{what}: expected {code.name}, got OK with reply {response.reply_json!r}")
+        raise CheckFailed(f"{what}: expected {code.name}, got OK with {response!r}")
 
     # --- the checks -------------------------------------------------------------------------------
 
@@ -206,7 +206,14 @@ class Interop:
         require(self.port != 0, "server announced port 0")
         self.passed("server announces its key and port", line)
 
+        # Opened before the first request: a waiting Pull and a Watch that the example client's
+        # request must wake (XComs, docs/xcoms.md).
+        xcom_channel = self.grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        xcom_stub = self.pb2_grpc.RemoteXCommStub(xcom_channel)
+        waiting_pull, watch_events, watch_call, watch_thread = self.start_xcom_waiters(xcom_stub)
+
         self.check_example_client()
+        self.check_xcom_waiters(waiting_pull, watch_events, watch_call, watch_thread)
 
         grpc = self.grpc
         with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
@@ -251,6 +258,104 @@ class Interop:
 
             self.check_exchange(stub)
             self.expect_answer(stub, "Send after an Exchange stream")
+            self.check_xcoms(stub)
+        xcom_channel.close()
+
+    def start_xcom_waiters(self, stub):
+        pb2 = self.pb2
+        key = EXAMPLE_KEY
+        pull = stub.Pull.future(pb2.PullRequest(dag_id=key["dag_id"], run_id=key["run_id"], task_id=key["task_id"],
+                                                wait=True), timeout=CONCURRENT_TIMEOUT_S)
+        call = stub.Watch(pb2.WatchRequest(dag_id=key["dag_id"], run_id=key["run_id"], task_id=key["task_id"]),
+                          timeout=CONCURRENT_TIMEOUT_S)
+        events = queue.Queue()
+
+        def read():
+            try:
+                for response in call:
+                    for event in response.events:
+                        events.put(event)
+            except self.grpc.RpcError as error:
+                events.put(error)
+            events.put(None)
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        return pull, events, call, thread
+
+    def check_xcom_waiters(self, pull, events, call, thread):
+        grpc = self.grpc
+        try:
+            response = pull.result()
+        except grpc.RpcError as error:
+            raise CheckFailed(f"waiting Pull failed with {error.code().name}: {error.details()}") from None
+        require(len(response.xcoms) == 1, f"waiting Pull returned {len(response.xcoms)} XComs, expected 1")
+        xcom = response.xcoms[0]
+        require(xcom.key == "return_value", f"waiting Pull returned key {xcom.key!r}")
+        self.check_reply(xcom.value_json, "the return_value a waiting Pull got")
+        self.passed("Pull(wait=True) opened before the first request is woken by the task's reply")
+        seen = []
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        while "SUCCESS" not in seen and time.monotonic() < deadline:
+            try:
+                event = events.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                break
+            require(event is not None and not isinstance(event, grpc.RpcError), f"Watch ended early: {event}")
+            change = event.WhichOneof("change")
+            if change == "xcom":
+                seen.append("xcom:" + event.xcom.key)
+            elif change == "state":
+                seen.append(self.pb2.TaskState.Name(event.state.state).removeprefix("TASK_STATE_"))
+        require(seen[:3] == ["RUNNING", "xcom:return_value", "SUCCESS"],
+                f"Watch saw {seen}, expected RUNNING, xcom:return_value, SUCCESS first")
+        call.cancel()
+        thread.join(CALL_TIMEOUT_S)
+        self.passed("Watch opened before the first request sees running, the return_value XCom, success")
+
+    def check_xcoms(self, stub):
+        """Pull, GetState and Watch from grpcio after the requests above."""
+        grpc, pb2 = self.grpc, self.pb2
+        key = EXAMPLE_KEY
+        where = dict(dag_id=key["dag_id"], run_id=key["run_id"], task_id=key["task_id"])
+        response = stub.Pull(pb2.PullRequest(**where), timeout=CALL_TIMEOUT_S)  # key and map_index unset
+        require(len(response.xcoms) == 1 and response.xcoms[0].key == "return_value",
+                f"Pull of return_value got {response}")
+        self.check_reply(response.xcoms[0].value_json, "the pulled return_value")
+        require(response.xcoms[0].attempt == 1 and response.xcoms[0].sequence > 0,
+                f"Pull: attempt {response.xcoms[0].attempt}, sequence {response.xcoms[0].sequence}")
+        self.passed("Pull of return_value (key and map_index left unset) -> the last reply")
+
+        details = self.expect_error(stub, "Pull of a key never pushed", pb2.PullRequest(key="never", **where),
+                                    grpc.StatusCode.NOT_FOUND, method=stub.Pull)
+        self.passed("Pull of a key never pushed -> NOT_FOUND", details)
+        details = self.expect_error(stub, "waiting Pull of a key never pushed",
+                                    pb2.PullRequest(key="never", wait=True, **where),
+                                    grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3, method=stub.Pull)
+        self.passed("waiting Pull of a key never pushed -> DEADLINE_EXCEEDED at its deadline", details)
+        details = self.expect_error(stub, "Pull without task_id",
+                                    pb2.PullRequest(dag_id=key["dag_id"], run_id=key["run_id"]),
+                                    grpc.StatusCode.INVALID_ARGUMENT, method=stub.Pull)
+        self.passed("Pull without task_id -> INVALID_ARGUMENT", details)
+
+        state = stub.GetState(pb2.GetStateRequest(task_instance=self.key()), timeout=CALL_TIMEOUT_S)
+        require(state.state == pb2.TASK_STATE_SUCCESS and state.since_us > 0,
+                f"GetState: {pb2.TaskState.Name(state.state)} since {state.since_us}")
+        self.passed("GetState -> TASK_STATE_SUCCESS after the last reply")
+        details = self.expect_error(stub, "GetState of an unknown key",
+                                    pb2.GetStateRequest(task_instance=self.key(dag_id="no_such_dag")),
+                                    grpc.StatusCode.NOT_FOUND, method=stub.GetState)
+        self.passed("GetState of an unknown key -> NOT_FOUND", details)
+
+        call = stub.Watch(pb2.WatchRequest(from_start=True, **where), timeout=CALL_TIMEOUT_S)
+        kinds = set()
+        for response in call:
+            kinds.update(event.WhichOneof("change") for event in response.events)
+            if {"xcom", "state"} <= kinds:
+                break
+        call.cancel()
+        require({"xcom", "state"} <= kinds, f"Watch from_start replayed only {kinds}")
+        self.passed("Watch(from_start=True) replays XComs and state changes")
 
     def check_example_client(self):
         command = [sys.executable, self.args.client, "--url", "127.0.0.1", "--port", str(self.port),

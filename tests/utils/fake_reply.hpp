@@ -21,7 +21,7 @@ class FakeReply final : public rx::detail::PendingReply {
   FakeReply() noexcept { live.fetch_add(1); }
   ~FakeReply() override { live.fetch_sub(1); }
 
-  boost::system::error_code reply(const boost::json::object& outputs) override {
+  boost::system::error_code reply(const boost::json::object& outputs, std::string&& /*json*/) override {
     if (finished_) {
       return rx::errc::request_cancelled;
     }

@@ -5,6 +5,7 @@
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/request.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
+#include <remote_xcomm/xcom.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
@@ -19,14 +20,19 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <string>
 #include <type_traits>
 #include <variant>
+#include <vector>
 
 namespace rx {
 class Endpoint;
 }
 
 namespace rx::detail {
+
+class XComTable;
+struct TaskRecord;
 
 /// The handlers that `co_await rx.get()` and `co_await rx.push(...)` produce inside an
 /// `asio::awaitable` with the default (deferred) token. The endpoint stores these without type
@@ -59,6 +65,7 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   using GetHandler = boost::asio::any_completion_handler<void(boost::system::error_code, boost::json::object)>;
   using NextHandler = boost::asio::any_completion_handler<void(boost::system::error_code, Request)>;
   using PushHandler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
+  using PullHandler = boost::asio::any_completion_handler<void(boost::system::error_code, std::vector<XCom>)>;
   using Task = std::function<boost::asio::awaitable<void>(Endpoint)>;
   /// Told, on the loop, of an exception that ended an invocation and that no caller learned of
   /// (rx::ServerOptions::on_task_error). Shared by every endpoint of a server.
@@ -86,6 +93,22 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   void start_next(NextHandler handler);
   void start_push(const boost::json::object& outputs, PushHandler handler);
   void start_push(const boost::json::object& outputs, AwaitablePushHandler&& handler);
+
+  /// Answers `reply` (taken from this endpoint) with `outputs`: checks and encodes them, records
+  /// them as the return_value XCom and the state the answer leaves, then completes `handler`
+  /// (posted) with the reply's outcome. With a durable XCom store the reply goes out once the
+  /// return_value is committed.
+  void answer(PendingReplyPtr reply, const boost::json::object& outputs, PushHandler handler);
+  /// A request taken from this endpoint ended without an answer: the state becomes failed.
+  void record_failure(const std::string& message);
+
+  /// Binds the endpoint to its server's XComs (Server::attach): `record` may be null, then it is
+  /// made on first use. `attempt` is the attempt an endpoint without a record is in.
+  void bind_xcoms(std::shared_ptr<XComTable> table, TaskRecord* record, std::uint32_t attempt) noexcept;
+  /// The endpoint's record in its XCom table (made now if it had none); null without a table.
+  TaskRecord* xcom_record();
+  void start_xcom_push(std::string key, const boost::json::value& value, PushHandler handler);
+  void start_xcom_pull(XComQuery query, PullHandler handler);
 
   /// Stops the endpoint: waiting and held requests fail with `status`, a waiting get completes
   /// with errc::endpoint_closed, the running invocation is cancelled; later deliveries fail too.
@@ -152,6 +175,11 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   template <typename Handler>
   [[nodiscard]] bool can_complete_without_allocation(const Handler& handler) const;
 
+  template <typename Handler>
+  void answer_with(PendingReplyPtr&& reply, const boost::json::object& outputs, Handler&& handler);
+  void record_answer(boost::system::error_code result, std::string&& json, const PendingReply& reply);
+  void record_running();
+
   void start_invocation();
   void on_invocation_end(const std::exception_ptr& error);
   void report_task_error(const std::exception_ptr& error);
@@ -170,6 +198,8 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   Waiter waiter_;
   DeferredCompletion deferred_;
   boost::asio::cancellation_signal invocation_cancel_;
+  std::shared_ptr<XComTable> xcoms_;            // null for a state made without a server
+  TaskRecord* xcom_record_ = nullptr;           // made on first use: an endpoint that never serves costs no record
   std::unique_ptr<grpc::Status> close_status_;  // set by close(); a pointer keeps idle endpoints small
   bool took_request_in_invocation_ = false;     // a get or next of the running invocation had a request
   bool invocation_running_ = false;
@@ -178,6 +208,7 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   // nothing. NO_BOUND (the largest value) is no bound.
   static constexpr std::uint32_t NO_BOUND = static_cast<std::uint32_t>(-1);
   std::uint32_t max_queued_ = NO_BOUND;
+  std::uint32_t attempt_ = 1;  // while xcom_record_ is null
 };
 
 }  // namespace rx::detail

@@ -40,11 +40,12 @@ class PendingReply {
   PendingReply(const PendingReply&) = delete;
   PendingReply& operator=(const PendingReply&) = delete;
 
-  /// Answers the request with `outputs`. Errors (the request is then finished with an error
-  /// status instead): errc::request_cancelled when the caller gave up or it was already finished,
-  /// errc::reply_not_json when `outputs` holds NaN or infinity, errc::reply_too_large when the
-  /// encoded reply exceeds the transport's limit.
-  virtual boost::system::error_code reply(const boost::json::object& outputs) = 0;
+  /// Answers the request with `outputs`, which the endpoint checked (no NaN or infinity) and
+  /// encoded as `json` (a transport sends `json`; a test's fake may keep `outputs`). Errors (the
+  /// request is then finished with an error status instead): errc::request_cancelled when the
+  /// caller gave up or it was already finished, errc::reply_too_large when the encoded reply
+  /// exceeds the transport's limit.
+  virtual boost::system::error_code reply(const boost::json::object& outputs, std::string&& json) = 0;
   /// Finishes the request with `status`; false if it was already finished.
   virtual bool fail(const grpc::Status& status) = 0;
   [[nodiscard]] virtual bool finished() const noexcept = 0;

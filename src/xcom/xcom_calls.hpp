@@ -1,0 +1,34 @@
+// Transport: the server side of the Pull, GetState and Watch calls, over the loop's XCom table.
+// Internal.
+#pragma once
+
+#include "xcom/xcom_table.hpp"
+
+#include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/v1/remote_xcomm.pb.h>
+
+#include <grpcpp/support/server_callback.h>
+
+#include <memory>
+
+namespace grpc {
+class CallbackServerContext;
+}
+
+namespace rx::detail {
+
+/// Starts a Pull call: answered on the loop at once, or once its XComs are pushed when it waits.
+/// The reactor lives until gRPC's OnDone; `table` until the call is finished.
+[[nodiscard]] grpc::ServerUnaryReactor* start_pull(grpc::CallbackServerContext* context,
+                                                   const remote_xcomm::v1::PullRequest& request,
+                                                   remote_xcomm::v1::PullResponse* response,
+                                                   std::shared_ptr<XComTable> table, LoopExecutor loop);
+
+/// Starts a Watch call: replays what it asks for from the table's history, then follows the
+/// table's new events; a subscriber whose unsent events reach `watch_buffer_events` is ended with
+/// RESOURCE_EXHAUSTED.
+[[nodiscard]] grpc::ServerWriteReactor<remote_xcomm::v1::WatchResponse>* start_watch(
+    grpc::CallbackServerContext* context, const remote_xcomm::v1::WatchRequest& request,
+    std::shared_ptr<XComTable> table, LoopExecutor loop);
+
+}  // namespace rx::detail

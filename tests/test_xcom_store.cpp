@@ -439,37 +439,42 @@ TEST(SqliteStore, CommitsQueuedWritesInGroupsOfAtMostMaxGroupChanges) {
   EXPECT_EQ(seen_by_last, 1 + SMALL_WRITES + LARGE_WRITE + 1);
 }
 
-TEST(SqliteStore, FailsOnlyTheWriteTheDatabaseRefusesAndKeepsWorking) {
+TEST(SqliteStore, FailsOnlyTheWritesTheDatabaseRefusesAndKeepsWorking) {
   const TempDirectory directory;
   const std::string path = directory.file("xcoms.db");
   const auto store = rx::open_sqlite_store(path);
 
-  // Three writes queued together, so committed as one group; the middle one breaks the table's
-  // CHECK (an empty key), which fails the group's transaction.
+  // Five writes queued together, so committed as one group; the second and fourth break the
+  // table's CHECKs (an empty key, a map index below -1), which fails the group's transaction.
   WriterBlock writer;
   writer.block(*store, xcom(task("blocker"), "k", "0", 1));
-  std::promise<boost::system::error_code> first;
-  std::promise<boost::system::error_code> refused;
-  std::promise<boost::system::error_code> third;
-  store->write({put(xcom(task("a"), "k", "1", 2))}, [&](boost::system::error_code error) { first.set_value(error); });
-  store->write({put(xcom(task("b"), "k", "2", 3)), put(xcom(task("b"), "", "3", 4))},
-               [&](boost::system::error_code error) { refused.set_value(error); });
-  store->write({put(xcom(task("c"), "k", "4", 5))}, [&](boost::system::error_code error) { third.set_value(error); });
+  std::vector<std::promise<boost::system::error_code>> results(5);
+  const auto record = [&](std::size_t index) {
+    return [&results, index](boost::system::error_code error) { results[index].set_value(error); };
+  };
+  store->write({put(xcom(task("a"), "k", "1", 2))}, record(0));
+  store->write({put(xcom(task("b"), "k", "2", 3)), put(xcom(task("b"), "", "3", 4))}, record(1));
+  store->write({put(xcom(task("c"), "k", "4", 5))}, record(2));
+  store->write({put(xcom(task("e", -2), "k", "5", 6))}, record(3));
+  store->write({erase(task("a")), put(xcom(task("a"), "k2", "6", 7))}, record(4));
   writer.release();
 
-  const boost::system::error_code error = wait_for(refused.get_future(), "the refused write");
-  ASSERT_TRUE(error);
-  EXPECT_STREQ(error.category().name(), "sqlite");
-  EXPECT_EQ(error.value() & 0xff, SQLITE_CONSTRAINT) << error.message();
-  EXPECT_EQ(error.message(), sqlite3_errstr(error.value()));
-  EXPECT_FALSE(wait_for(first.get_future(), "the first write"));
-  EXPECT_FALSE(wait_for(third.get_future(), "the third write"));
+  for (const std::size_t refused : {1, 3}) {
+    const boost::system::error_code error = wait_for(results[refused].get_future(), "a refused write");
+    ASSERT_TRUE(error) << "write " << refused;
+    EXPECT_STREQ(error.category().name(), "sqlite");
+    EXPECT_EQ(error.value() & 0xff, SQLITE_CONSTRAINT) << error.message();
+    EXPECT_EQ(error.message(), sqlite3_errstr(error.value()));
+  }
+  for (const std::size_t accepted : {0, 2, 4}) {
+    EXPECT_FALSE(wait_for(results[accepted].get_future(), "an accepted write")) << "write " << accepted;
+  }
 
   // A later group commits as usual.
-  ASSERT_FALSE(write_and_wait(*store, {put(xcom(task("d"), "k", "5", 6))}));
-  // The refused write left nothing behind, not even its valid first change.
-  const std::vector<rx::XCom> expected{xcom(task("blocker"), "k", "0", 1), xcom(task("a"), "k", "1", 2),
-                                       xcom(task("c"), "k", "4", 5), xcom(task("d"), "k", "5", 6)};
+  ASSERT_FALSE(write_and_wait(*store, {put(xcom(task("d"), "k", "7", 8))}));
+  // A refused write left nothing behind, not even its valid first change; the others kept their order.
+  const std::vector<rx::XCom> expected{xcom(task("blocker"), "k", "0", 1), xcom(task("c"), "k", "4", 5),
+                                       xcom(task("a"), "k2", "6", 7), xcom(task("d"), "k", "7", 8)};
   EXPECT_EQ(describe(store->load()), describe(expected));
   EXPECT_EQ(describe(rx::open_sqlite_store(path)->load()), describe(expected));
 }

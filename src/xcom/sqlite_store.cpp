@@ -114,6 +114,7 @@ int bind_text(sqlite3_stmt* statement, int index, std::string_view text) {
 struct PendingWrite {
   std::vector<XComStore::Change> changes;
   XComStore::WriteDone done;
+  bool refused = false;  // its change broke a constraint: completed with that error, left out of its group
 };
 
 /// The connection, its statements and the queue: everything the writer thread touches.
@@ -302,48 +303,65 @@ class Writer {
     return SQLITE_MISUSE;
   }
 
-  /// One transaction for the writes [first, last). SQLITE_OK once committed; otherwise it is rolled
-  /// back and the result says why.
-  int transact(const PendingWrite* first, const PendingWrite* last) noexcept {
+  /// What a transaction came to: SQLITE_OK once committed; otherwise rolled back, `result` says
+  /// why, and `refused` is the write whose change the database refused, if that was the reason.
+  struct Outcome {
+    int result = SQLITE_OK;
+    PendingWrite* refused = nullptr;
+  };
+
+  /// Errors that one change causes (a CHECK, a value over SQLite's size limit), as opposed to those
+  /// of the database (I/O, full disk, busy), which any write of the group would meet.
+  static bool refuses_the_change(int result) noexcept {
+    return (result & 0xff) == SQLITE_CONSTRAINT || (result & 0xff) == SQLITE_TOOBIG;
+  }
+
+  /// One transaction for the writes [first, last) not yet refused.
+  Outcome transact(PendingWrite* first, PendingWrite* last) noexcept {
     const std::lock_guard lock(connection_mutex_);
-    int result = step(begin_.get());
-    for (const PendingWrite* write = first; result == SQLITE_OK && write != last; ++write) {
+    Outcome outcome{step(begin_.get())};
+    for (PendingWrite* write = first; outcome.result == SQLITE_OK && write != last; ++write) {
+      if (write->refused) {
+        continue;
+      }
       for (const XComStore::Change& change : write->changes) {
-        if (result = apply(change); result != SQLITE_OK) {
+        if (outcome.result = apply(change); outcome.result != SQLITE_OK) {
+          outcome.refused = refuses_the_change(outcome.result) ? write : nullptr;
           break;
         }
       }
     }
-    if (result == SQLITE_OK) {
-      result = step(commit_.get());
+    if (outcome.result == SQLITE_OK) {
+      outcome.result = step(commit_.get());
     }
     // A failed COMMIT (SQLITE_BUSY, for instance) leaves the transaction open; a failed statement
     // may have rolled it back already (SQLITE_FULL, for instance).
-    if (result != SQLITE_OK && sqlite3_get_autocommit(db_.get()) == 0) {
+    if (outcome.result != SQLITE_OK && sqlite3_get_autocommit(db_.get()) == 0) {
       step(rollback_.get());
     }
     // Text bound with SQLITE_STATIC points into changes that are about to be destroyed.
     sqlite3_clear_bindings(upsert_.get());
     sqlite3_clear_bindings(delete_.get());
-    return result;
+    return outcome;
   }
 
-  /// Commits a group and completes its writes. If the group fails, each of its writes is retried
-  /// in a transaction of its own, so that one write the database refuses (a CHECK) fails alone,
-  /// not the writes that happened to be queued with it.
+  /// Commits a group and completes its writes. A write whose change the database refuses fails
+  /// alone: the group is rolled back and committed again without it (one more transaction per
+  /// refused write), so the writes that happened to be queued with it still succeed. Any other
+  /// failure fails the whole group.
   void commit_group(PendingWrite* first, PendingWrite* last) noexcept {
-    const int result = transact(first, last);
-    if (result == SQLITE_OK || last - first == 1) {
-      const boost::system::error_code error =
-          result == SQLITE_OK ? boost::system::error_code() : make_sqlite_error(result);
-      for (PendingWrite* write = first; write != last; ++write) {
+    Outcome outcome = transact(first, last);
+    while (outcome.refused != nullptr) {
+      outcome.refused->refused = true;
+      outcome.refused->done(make_sqlite_error(outcome.result));
+      outcome = transact(first, last);
+    }
+    const boost::system::error_code error =
+        outcome.result == SQLITE_OK ? boost::system::error_code() : make_sqlite_error(outcome.result);
+    for (PendingWrite* write = first; write != last; ++write) {
+      if (!write->refused) {
         write->done(error);
       }
-      return;
-    }
-    for (PendingWrite* write = first; write != last; ++write) {
-      const int alone = transact(write, write + 1);
-      write->done(alone == SQLITE_OK ? boost::system::error_code() : make_sqlite_error(alone));
     }
   }
 

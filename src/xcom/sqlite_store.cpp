@@ -5,7 +5,13 @@
 // push_back). The writer thread swaps the whole queue out, commits it in groups of at most
 // `max_group_changes` changes (a write is never split), and calls each group's `done` after its
 // COMMIT, holding no lock. load() uses the writer's connection under `connection_mutex_`, which
-// the writer holds only while it runs a transaction.
+// the writer holds only while it runs a transaction. A `done` runs on the writer thread and must
+// not throw (the thread's function is noexcept); it may write again, or load.
+//
+// Failures: a write whose change the table refuses (its CHECKs are the model's validity rules)
+// fails alone, and its group is committed without it; any other failure (I/O, a full disk, another
+// process holding the database past the busy timeout) fails the whole group. Either way the
+// store goes on with the next group.
 //
 // Lifetime: the state the thread uses (connection, queue) is a Writer shared by the store and
 // the thread. The store's destructor asks the thread to finish what is queued and joins it, unless

@@ -18,7 +18,7 @@ RX_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RX_BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libboost1.81-dev libboost-json1.81-dev
+  libboost1.81-dev libboost-json1.81-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   python3 python3-grpcio python3-protobuf
 )

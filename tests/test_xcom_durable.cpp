@@ -194,55 +194,43 @@ TEST(XComSqliteStore, EveryAcknowledgedPushSurvivesKill9) {
     const std::string target = "127.0.0.1:" + std::to_string(process.read_port());
     auto stub = pb::RemoteXComm::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
 
-    // A closed loop of 64 sends in flight over 8 endpoints; the kill comes while it runs.
-    constexpr int IN_FLIGHT = 64;
+    // Sends from 16 threads (sync calls) over 8 endpoints; the kill comes while they run.
+    constexpr int SENDERS = 16;
     constexpr std::size_t KILL_AFTER = 3000;
     std::mutex mutex;
     std::condition_variable changed;
-    int outstanding = 0;
-    std::int64_t next = 0;
-    bool stopping = false;
-    struct Call {
-      grpc::ClientContext context;
-      pb::SendRequest request;
-      pb::SendResponse response;
-      std::int64_t n = 0;
-    };
-    std::function<void()> send_next = [&] {  // under mutex
-      auto call = std::make_shared<Call>();
-      call->n = next++;
-      call->context.set_deadline(std::chrono::system_clock::now() + rx_test::DEFAULT_DEADLINE);
-      rx::detail::to_proto(make_key("t" + std::to_string(call->n % 8)), *call->request.mutable_key());
-      call->request.set_payload_json(json::serialize(json::object{{"n", call->n}}));
-      ++outstanding;
-      stub->async()->Send(&call->context, &call->request, &call->response, [&, call](const grpc::Status& status) {
-        const std::lock_guard lock(mutex);
-        --outstanding;
-        if (status.ok()) {
-          EXPECT_EQ(json::parse(call->response.reply_json()).at("n").as_int64(), call->n);
-          acknowledged.insert(call->n);
+    std::atomic<bool> stopping{false};
+    std::atomic<std::int64_t> next{0};
+    std::vector<std::thread> senders;
+    for (int sender = 0; sender < SENDERS; ++sender) {
+      senders.emplace_back([&] {
+        while (!stopping.load()) {
+          const std::int64_t n = next.fetch_add(1);
+          pb::SendRequest request;
+          rx::detail::to_proto(make_key("t" + std::to_string(n % 8)), *request.mutable_key());
+          request.set_payload_json(json::serialize(json::object{{"n", n}}));
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() + rx_test::DEFAULT_DEADLINE);
+          pb::SendResponse response;
+          if (stub->Send(&context, request, &response).ok()) {
+            EXPECT_EQ(json::parse(response.reply_json()).at("n").as_int64(), n);
+            const std::lock_guard lock(mutex);
+            acknowledged.insert(n);
+            changed.notify_all();
+          }
         }
-        if (!stopping) {
-          send_next();
-        }
-        changed.notify_all();
       });
-    };
-    {
-      const std::lock_guard lock(mutex);
-      for (int i = 0; i < IN_FLIGHT; ++i) {
-        send_next();
-      }
     }
     {
       std::unique_lock lock(mutex);
-      ASSERT_TRUE(changed.wait_for(lock, rx_test::HANG_GUARD, [&] { return acknowledged.size() >= KILL_AFTER; }))
+      EXPECT_TRUE(changed.wait_for(lock, rx_test::HANG_GUARD, [&] { return acknowledged.size() >= KILL_AFTER; }))
           << "only " << acknowledged.size() << " pushes acknowledged";
     }
     process.kill_now();  // mid-load: sends are in flight
-    std::unique_lock lock(mutex);
     stopping = true;
-    ASSERT_TRUE(changed.wait_for(lock, rx_test::HANG_GUARD, [&] { return outstanding == 0; }));
+    for (std::thread& sender : senders) {
+      sender.join();
+    }
   }
   ASSERT_GE(acknowledged.size(), 3000U);
 

@@ -104,6 +104,9 @@ class PullCall final : public grpc::ServerUnaryReactor,
       return;
     }
     finished_ = true;
+    // OnDone may free this on another thread as soon as Finish is called: nothing here touches
+    // the call after it (the release tells ThreadSanitizer of the order gRPC keeps).
+    handed_to_grpc(this);
     Finish(std::move(status));
   }
 
@@ -242,6 +245,7 @@ class WatchCall final : public grpc::ServerWriteReactor<remote_xcomm::v1::WatchR
       pending_.pop_front();
     }
     writing_ = true;
+    handed_to_grpc(this);
     StartWrite(&message_);
   }
 
@@ -282,6 +286,7 @@ class WatchCall final : public grpc::ServerWriteReactor<remote_xcomm::v1::WatchR
       return;
     }
     finished_ = true;
+    handed_to_grpc(this);  // OnDone may free this on another thread once Finish is called
     Finish(finish_status_);
   }
 

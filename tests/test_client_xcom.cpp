@@ -681,6 +681,8 @@ TEST_F(ClientXComTest, AWatchHandsOutTheEventsOfEveryBatchOneAtATimeInOrderThenI
     EXPECT_EQ(status.error_message(), "subscriber too slow; resume after 6");
     EXPECT_EQ(event.sequence, 0U);
   }
+  watch.cancel();  // the stream has ended: it keeps its end status
+  EXPECT_EQ(std::get<0>(next(watch)).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(watch.last_sequence(), 6U);
   const v1::WatchRequest sent = service_.last_watch();
   EXPECT_EQ(sent.task_id(), "producer");

@@ -107,7 +107,8 @@ class Watch {
   }
 
   /// Ends the stream: cancels it (`ClientContext::TryCancel`); a waiting next() completes with
-  /// CANCELLED, as does every later one, and buffered events are dropped. Idempotent; any thread.
+  /// CANCELLED, as does every later one, and buffered events are dropped. No effect on a stream
+  /// that has ended already (next() keeps reporting how it ended). Idempotent; any thread.
   void cancel();
 
   /// The sequence number of the last event next() handed out: resume after it with

@@ -157,21 +157,17 @@ void WatchStream::cancel_next(std::uint64_t id, asio::cancellation_type type) {
 void WatchStream::end_by_caller() {
   std::unique_ptr<WatchNext> job;
   bool release = false;
-  bool cancel_call = false;
   {
     const std::lock_guard lock(mutex_);
-    if (caller_ended_) {
-      return;
+    if (caller_ended_ || done_) {
+      return;  // an ended stream keeps the status it ended with
     }
     caller_ended_ = true;
-    cancel_call = !done_;
     buffer_.clear();
     job = std::move(waiting_);
     release = stop_reads();
   }
-  if (cancel_call) {
-    context_.TryCancel();
-  }
+  context_.TryCancel();
   if (release) {
     RemoveHold();
   }

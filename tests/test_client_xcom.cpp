@@ -655,7 +655,8 @@ TEST_F(ClientXComTest, AWatchHandsOutTheEventsOfEveryBatchOneAtATimeInOrderThenI
   v1::WatchEvent unknown_kind;  // a newer server's kind of event: skipped
   unknown_kind.set_sequence(5);
   v1::WatchEvent cleared = state_event(6, v1::TASK_STATE_IDLE);
-  *cleared.mutable_cleared() = cleared.state();
+  const v1::TaskStateInfo new_attempt = cleared.state();  // copied: setting `cleared` frees `state`
+  *cleared.mutable_cleared() = new_attempt;
   service_.script_watch({{batch({xcom_event(1, "11"), state_event(2, v1::TASK_STATE_RUNNING)}),
                           batch({xcom_event(3, "33")}), batch({xcom_event(4, "44"), unknown_kind, cleared})}});
   rx::WatchQuery query = watch_query();

@@ -5,10 +5,12 @@
 #include "client/exchange_stream.hpp"
 #include "client/reply_decoding.hpp"
 #include "client/target_channel.hpp"
+#include "client/unary_call.hpp"
+#include "client/watch_stream.hpp"
 #include "client_internal.hpp"
 #include "codec.hpp"
 #include "grpc_callback_threads.hpp"
-#include "tsan_annotations.hpp"
+#include "xcom/wire.hpp"
 
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
 
@@ -22,14 +24,17 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace rx {
@@ -38,78 +43,79 @@ namespace detail {
 namespace asio = boost::asio;
 using Stub = remote_xcomm::v1::RemoteXComm::Stub;
 
-// Everything one call needs until its reply has been handed to the caller. It is also the loop
-// job that completes it, so a reply reaches a Loop's executor without another allocation.
-struct SendCall final : LoopJob {
-  SendCall(Client::SendHandler h, const LoopExecutor* loop, std::size_t depth)
-      : handler(std::move(h)), max_depth(depth) {
-    invoke = &invoke_job;
-    // Keeps the caller's executor (and so its io_context) from running out of work while the
-    // reply is on its way. Released only after the handler has run, as an io_context counts a
-    // handler as work until it returns.
-    if (loop != nullptr) {
-      loop_work.emplace(asio::prefer(*loop, asio::execution::outstanding_work.tracked));
-    } else {
-      other_work = asio::prefer(asio::get_associated_executor(handler), asio::execution::outstanding_work.tracked);
-    }
-  }
+// The unary methods a Client calls (UnaryCall's `Rpc`), each with the check of its response.
 
-  // The completion, run on the caller's executor. Takes everything it still needs out of the
-  // call and frees it before running the handler, so nothing of the call is touched once user
-  // code has run; the tracked work outlives the handler's run.
-  static void finish(std::unique_ptr<SendCall> call) {
-    Client::SendHandler handler;
-    handler.swap(call->handler);  // swap, not move-assign: chriskohlhoff/asio#1180
-    // The slot's handler points into the call; it may only be cleared here, on the handler's executor.
-    if (handler.get_cancellation_slot().is_connected()) {
-      handler.get_cancellation_slot().clear();
-    }
-    std::optional<LoopExecutor> work_on_loop = std::move(call->loop_work);
-    asio::any_completion_executor work_elsewhere = std::move(call->other_work);
-    grpc::Status outcome = std::move(call->status);
-    boost::json::object result = std::move(call->reply);
-    call.reset();
-    std::move(handler)(std::move(outcome), std::move(result));
-    // work_on_loop / work_elsewhere are released here, still inside the executor's run of this job.
+struct SendRpc {
+  using Request = remote_xcomm::v1::SendRequest;
+  using Response = remote_xcomm::v1::SendResponse;
+  using Result = boost::json::object;
+  using Expect = std::size_t;  // ClientOptions::max_json_depth
+  static void start(Stub& stub, grpc::ClientContext* context, const Request* request, Response* response,
+                    std::function<void(grpc::Status)> done) {
+    stub.async()->Send(context, request, response, std::move(done));
   }
-
-  // The LoopJob: `run` false only frees the call (its io_context is being destroyed).
-  static void invoke_job(LoopJob* job, bool run) {
-    std::unique_ptr<SendCall> call(static_cast<SendCall*>(job));
-    if (run) {
-      finish(std::move(call));
-    }
+  static grpc::Status decode(Response& response, const Expect& max_depth, Result& out) {
+    return decode_reply_json(response.reply_json(), max_depth, out);
   }
-
-  grpc::ClientContext context;
-  remote_xcomm::v1::SendRequest request;
-  remote_xcomm::v1::SendResponse response;
-  Client::SendHandler handler;
-  std::size_t max_depth;
-  // Exactly one of the two is set: the handler's executor when it is a Loop's, else any other.
-  std::optional<LoopExecutor> loop_work;
-  asio::any_completion_executor other_work;
-  // The outcome, written on the gRPC thread before the completion is handed off.
-  grpc::Status status;
-  boost::json::object reply;
-  // Set by the handler's cancellation slot: a CANCELLED status is then the caller's own.
-  std::atomic<bool> caller_cancelled{false};
-  // Set while the call waits in this thread's DeferredStarts.
-  std::shared_ptr<const TargetChannel> deferred_channel;
-  SendCall* next_start = nullptr;
 };
 
-// Sends made by completions that a gRPC thread runs on a loop it borrowed: their RPCs are started
-// by that thread once the loop's run is over, not inside it. Starting an RPC is most of a send's
-// cost; inside the run it spent the borrowed budget (BORROWED_LOOP_BUDGET) in a few completions,
-// after which the rest went to the loop's own thread, one wake each time. Outside, the loop stays
-// short and both pollers start RPCs, as a raw gRPC client does from its callbacks.
-struct DeferredStarts {
-  int depth = 0;  // ClientImpl::complete frames on this thread that will start what is queued
-  SendCall* first = nullptr;
-  SendCall* last = nullptr;
+// What a pull's response must hold: exactly one XCom for one task instance; with a wait for all
+// map indexes, at least min_count. Anything else would answer another question than the one asked.
+struct PullExpect {
+  bool all_map_indexes = false;
+  std::size_t min_count = 0;  // 0: any number
 };
-thread_local DeferredStarts deferred_starts;  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
+
+struct PullRpc {
+  using Request = remote_xcomm::v1::PullRequest;
+  using Response = remote_xcomm::v1::PullResponse;
+  using Result = std::vector<XCom>;
+  using Expect = PullExpect;
+  static void start(Stub& stub, grpc::ClientContext* context, const Request* request, Response* response,
+                    std::function<void(grpc::Status)> done) {
+    stub.async()->Pull(context, request, response, std::move(done));
+  }
+  static grpc::Status decode(Response& response, const Expect& expect, Result& out) {
+    const auto count = static_cast<std::size_t>(response.xcoms_size());
+    if (!expect.all_map_indexes && count != 1) {
+      return {grpc::StatusCode::INTERNAL,
+              "the server answered a pull of one task instance's XCom with " + std::to_string(count) + " XComs"};
+    }
+    if (count < expect.min_count) {
+      return {grpc::StatusCode::INTERNAL, "the server answered a pull waiting for " + std::to_string(expect.min_count) +
+                                              " map indexes with " + std::to_string(count) + " XComs"};
+    }
+    out.reserve(count);
+    for (const remote_xcomm::v1::XCom& xcom : response.xcoms()) {
+      out.push_back(from_proto(xcom));
+    }
+    return grpc::Status::OK;
+  }
+};
+
+struct GetStateRpc {
+  using Request = remote_xcomm::v1::GetStateRequest;
+  using Response = remote_xcomm::v1::TaskStateInfo;
+  using Result = TaskStateInfo;
+  struct Expect {};
+  static void start(Stub& stub, grpc::ClientContext* context, const Request* request, Response* response,
+                    std::function<void(grpc::Status)> done) {
+    stub.async()->GetState(context, request, response, std::move(done));
+  }
+  static grpc::Status decode(Response& response, const Expect& /*expect*/, Result& out) {
+    bool known = false;
+    out = from_proto(response, &known);
+    if (!known) {
+      return {grpc::StatusCode::INTERNAL, "the server sent task state " + std::to_string(response.state()) +
+                                              ", which this client does not know (a newer server?)"};
+    }
+    return grpc::Status::OK;
+  }
+};
+
+using SendCall = UnaryCall<SendRpc>;
+using PullCall = UnaryCall<PullRpc>;
+using GetStateCall = UnaryCall<GetStateRpc>;
 
 class ClientImpl {
  public:
@@ -149,32 +155,48 @@ class ClientImpl {
       send_on_exchange(channel.shared_from_this(), key, std::move(payload_json), options, loop, std::move(handler));
       return;
     }
-    auto* call = new SendCall(std::move(handler), loop, channel.exchange_limits.max_json_depth);
+    auto call = std::make_unique<SendCall>(std::move(handler), loop, channel.exchange_limits.max_json_depth);
     to_proto(key, *call->request.mutable_key());
     call->request.set_payload_json(std::move(payload_json));
-    if (options.timeout) {
-      call->context.set_deadline(std::chrono::system_clock::now() + *options.timeout);
-    }
-    if (options.wait_for_ready) {
-      call->context.set_wait_for_ready(true);
-    }
+    SendCall::start(channel, std::move(call), {options.timeout, options.wait_for_ready});
+  }
 
-    auto slot = call->handler.get_cancellation_slot();
-    if (slot.is_connected()) {
-      // Emitted on the caller's executor; the call lives until its completion has cleared the slot there.
-      slot.assign([call](asio::cancellation_type /*type*/) {
-        call->caller_cancelled.store(true, std::memory_order_relaxed);
-        call->context.TryCancel();
-      });
-    }
-    DeferredStarts& starts = deferred_starts;
-    if (starts.depth > 0) {
-      call->deferred_channel = channel.shared_from_this();
-      (starts.last != nullptr ? starts.last->next_start : starts.first) = call;
-      starts.last = call;
-      return;
-    }
-    start(call, *channel.stub);
+  // A pull from `channel`'s target: always a unary call.
+  static void pull_via(const TargetChannel& channel, const XComQuery& query, const LoopExecutor* loop,
+                       PullHandler handler) {
+    PullExpect expect;
+    expect.all_map_indexes = query.all_map_indexes;
+    expect.min_count = query.all_map_indexes && query.wait ? std::max<std::size_t>(query.min_count, 1) : 0;
+    auto call = std::make_unique<PullCall>(std::move(handler), loop, expect);
+    to_proto(query, call->request);
+    PullCall::start(channel, std::move(call), {query.timeout, false});
+  }
+
+  // A get_state from `channel`'s target: always a unary call.
+  static void get_state_via(const TargetChannel& channel, const TaskInstanceKey& key, const GetStateOptions& options,
+                            const LoopExecutor* loop, GetStateHandler handler) {
+    auto call = std::make_unique<GetStateCall>(std::move(handler), loop, GetStateRpc::Expect{});
+    to_proto(key, *call->request.mutable_task_instance());
+    GetStateCall::start(channel, std::move(call), {options.timeout, options.wait_for_ready});
+  }
+
+  // A watch of `channel`'s target: a stream of its own.
+  static std::shared_ptr<WatchStream> watch_via(const TargetChannel& channel, const WatchQuery& query,
+                                                const LoopExecutor& fallback) {
+    return WatchStream::start(channel.shared_from_this(), query, fallback);
+  }
+
+  void start_pull(std::string_view target, const XComQuery& query, const LoopExecutor* loop, PullHandler handler) {
+    pull_via(channel_for(target), query, loop, std::move(handler));
+  }
+
+  void start_get_state(std::string_view target, const TaskInstanceKey& key, const GetStateOptions& options,
+                       const LoopExecutor* loop, GetStateHandler handler) {
+    get_state_via(channel_for(target), key, options, loop, std::move(handler));
+  }
+
+  std::shared_ptr<WatchStream> watch(std::string_view target, const WatchQuery& query) {
+    return watch_via(channel_for(target), query, executor_);
   }
 
   // The channel behind Client::connect(target).
@@ -183,81 +205,6 @@ class ClientImpl {
   [[nodiscard]] const LoopExecutor& executor() const noexcept { return executor_; }
 
  private:
-  static void start(SendCall* call, Stub& stub) {
-    // The callback uses nothing of the Client: a Client destroyed with calls in flight is fine.
-    handed_to_grpc(call);
-    stub.async()->Send(&call->context, &call->request, &call->response,
-                       [call](grpc::Status status) { complete(call, std::move(status)); });
-  }
-
-  friend void start_sends_deferred_on_this_thread();
-
-  // Starts the calls deferred on this thread, in the order they were sent. Touches only the
-  // calls and the channels they hold, never a Client, a loop or an io_context.
-  static void start_deferred(DeferredStarts& starts) {
-    while (SendCall* call = starts.first) {
-      starts.first = call->next_start;
-      if (starts.first == nullptr) {
-        starts.last = nullptr;
-      }
-      call->next_start = nullptr;
-      const std::shared_ptr<const TargetChannel> channel = std::move(call->deferred_channel);
-      start(call, *channel->stub);  // the call may be complete and freed once this returns
-    }
-  }
-
-  // Runs on a gRPC thread. Decodes the reply there, off the loop, then hands it to the caller.
-  static void complete(SendCall* raw_call, grpc::Status status) {
-    back_from_grpc(raw_call);
-    std::unique_ptr<SendCall> call(raw_call);
-    call->status = std::move(status);
-    if (call->status.ok()) {
-      decode_reply(*call);
-    } else if (call->status.error_code() == grpc::StatusCode::CANCELLED &&
-               !call->caller_cancelled.load(std::memory_order_relaxed)) {
-      // Not the caller's doing: gRPC cut the call short on the server's side (a server shutting
-      // down cancels the calls it has not answered), which for the caller is a server gone away,
-      // as on the Exchange transport.
-      call->status = grpc::Status(
-          grpc::StatusCode::UNAVAILABLE,
-          "the server cancelled the call before replying (it may be shutting down): " + call->status.error_message());
-    }
-    // The call is the job and owns everything the completion uses. Nothing here is touched once
-    // the completion may have run user code: no executor copy lives in this frame.
-    if (call->loop_work) {
-      const LoopExecutor& loop = *call->loop_work;  // read by hand_off_job before it runs anything
-      // Sends from the completions this thread runs now are started after the run (see
-      // DeferredStarts); this thread's own memory is all that is touched after user code.
-      DeferredStarts& starts = deferred_starts;
-      struct StartAfterRun {
-        DeferredStarts& starts;
-        explicit StartAfterRun(DeferredStarts& s) noexcept : starts(s) { ++starts.depth; }
-        StartAfterRun(const StartAfterRun&) = delete;
-        StartAfterRun& operator=(const StartAfterRun&) = delete;
-        ~StartAfterRun() {
-          if (--starts.depth == 0) {
-            start_deferred(starts);
-          }
-        }
-      } start_after_run(starts);
-      hand_off_job(loop, call.release());
-    } else {
-      // An untracked copy outlives the call that execute() may free inline; destroying it
-      // touches no execution context.
-      const asio::any_completion_executor executor =
-          asio::prefer(call->other_work, asio::execution::outstanding_work.untracked);
-      executor.execute([call = std::move(call)]() mutable { SendCall::finish(std::move(call)); });
-    }
-  }
-
-  // Parses the reply into `call.reply`, or fails the call with INTERNAL.
-  static void decode_reply(SendCall& call) {
-    grpc::Status decoded = decode_reply_json(call.response.reply_json(), call.max_depth, call.reply);
-    if (!decoded.ok()) {
-      call.status = std::move(decoded);
-    }
-  }
-
   // Lock-free for a send to the same target as the last new channel's or the last lookup's (one
   // server per Client is the common case); other targets take the mutex.
   TargetChannel& channel_for(std::string_view target) {
@@ -329,7 +276,7 @@ class ClientImpl {
   std::unordered_map<std::string, std::shared_ptr<TargetChannel>, StringHash, std::equal_to<>> stubs_;
 };
 
-void start_sends_deferred_on_this_thread() { ClientImpl::start_deferred(deferred_starts); }
+void start_sends_deferred_on_this_thread() { deferred_starts.start_all(); }
 
 }  // namespace detail
 
@@ -358,11 +305,38 @@ void Connection::start_send(const TaskInstanceKey& key, std::string payload_json
   detail::ClientImpl::send_via(*channel_, key, std::move(payload_json), options, loop, std::move(handler));
 }
 
+void Connection::start_pull(const XComQuery& query, const LoopExecutor* loop, detail::PullHandler handler) const {
+  detail::ClientImpl::pull_via(*channel_, query, loop, std::move(handler));
+}
+
+void Connection::start_get_state(const TaskInstanceKey& key, const GetStateOptions& options, const LoopExecutor* loop,
+                                 detail::GetStateHandler handler) const {
+  detail::ClientImpl::get_state_via(*channel_, key, options, loop, std::move(handler));
+}
+
+Watch Connection::watch(const WatchQuery& query) const {
+  return {detail::ClientImpl::watch_via(*channel_, query, executor_), executor_};
+}
+
 std::string Client::encode_payload(const boost::json::object& payload) { return detail::serialize_json(payload); }
 
 void Client::start_send(std::string_view target, const TaskInstanceKey& key, std::string payload_json,
                         const SendOptions& options, const LoopExecutor* loop, SendHandler handler) {
   impl_->start_send(target, key, std::move(payload_json), options, loop, std::move(handler));
+}
+
+void Client::start_pull(std::string_view target, const XComQuery& query, const LoopExecutor* loop,
+                        detail::PullHandler handler) {
+  impl_->start_pull(target, query, loop, std::move(handler));
+}
+
+void Client::start_get_state(std::string_view target, const TaskInstanceKey& key, const GetStateOptions& options,
+                             const LoopExecutor* loop, detail::GetStateHandler handler) {
+  impl_->start_get_state(target, key, options, loop, std::move(handler));
+}
+
+Watch Client::watch(std::string_view target, const WatchQuery& query) {
+  return {impl_->watch(target, query), executor_};
 }
 
 }  // namespace rx

@@ -3,6 +3,8 @@
 
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
+#include <remote_xcomm/watch.hpp>
+#include <remote_xcomm/xcom.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -20,6 +22,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace rx {
 
@@ -27,19 +30,8 @@ namespace detail {
 class ClientImpl;
 struct TargetChannel;
 using SendHandler = boost::asio::any_completion_handler<void(grpc::Status, boost::json::object)>;
-
-// The LoopExecutor behind a handler's associated executor, if it is one (also inside
-// any_io_executor or any_completion_executor); null otherwise.
-template <typename Executor>
-[[nodiscard]] const LoopExecutor* loop_executor_of(const Executor& executor) noexcept {
-  if constexpr (std::is_same_v<Executor, LoopExecutor>) {
-    return &executor;
-  } else if constexpr (requires { executor.template target<LoopExecutor>(); }) {
-    return executor.template target<LoopExecutor>();
-  } else {
-    return nullptr;
-  }
-}
+using PullHandler = boost::asio::any_completion_handler<void(grpc::Status, std::vector<XCom>)>;
+using GetStateHandler = boost::asio::any_completion_handler<void(grpc::Status, TaskStateInfo)>;
 }  // namespace detail
 
 /// Options of one send.
@@ -54,6 +46,15 @@ struct SendOptions {
   /// the call waits for the channel to connect, within its deadline, instead of failing with
   /// UNAVAILABLE at once. Off by default, as in gRPC. Use it for a server that is still starting;
   /// give such sends a deadline, as a server that never comes makes them wait until it passes.
+  bool wait_for_ready = false;
+};
+
+/// Options of one get_state (Client::get_state, Connection::get_state).
+struct GetStateOptions {
+  /// The call's deadline, measured from when it starts; past it the call fails with
+  /// DEADLINE_EXCEEDED. `std::nullopt` (rx::no_deadline): none.
+  std::optional<std::chrono::milliseconds> timeout{std::chrono::seconds(30)};
+  /// gRPC's wait-for-ready, as SendOptions::wait_for_ready.
   bool wait_for_ready = false;
 };
 
@@ -118,15 +119,15 @@ struct ClientOptions {
 /// of the target string and go straight to that target's gRPC channel (and, with
 /// Transport::exchange, its Exchange stream). Cheap to copy; copies share the target.
 ///
-/// send() behaves exactly as Client::send to the same target: same completion, statuses,
-/// deadlines, cancellation and default executor (the Client's loop).
+/// send(), pull(), get_state() and watch() behave exactly as the Client's to the same target: same
+/// completion, statuses, deadlines, cancellation and default executor (the Client's loop).
 ///
 /// Lifetimes: a Connection may outlive its Client. The target's channel lives as long as a
 /// Connection or a send uses it, and sends made through a Connection after its Client was
 /// destroyed still work (with Transport::exchange, each such send opens a stream that ends with
 /// it), under the Client's rule that the io_context stays alive until their completions have run.
 ///
-/// Thread safety: send() may be called from any thread, on one Connection or on copies.
+/// Thread safety: every member may be called from any thread, on one Connection or on copies.
 class Connection {
  public:
   using executor_type = LoopExecutor;
@@ -150,6 +151,37 @@ class Connection {
     return send(key, payload, SendOptions{}, std::forward<CompletionToken>(token));
   }
 
+  /// As Client::pull(target, query, token), to this Connection's target.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto pull(const XComQuery& query, CompletionToken&& token = {}) const {
+    return boost::asio::async_initiate<CompletionToken, void(grpc::Status, std::vector<XCom>)>(
+        [this](auto handler, const XComQuery& what) {
+          const auto executor = boost::asio::get_associated_executor(handler, executor_);
+          start_pull(what, detail::loop_executor_of(executor), detail::PullHandler(std::move(handler)));
+        },
+        token, query);
+  }
+
+  /// As Client::get_state(target, key, options, token), to this Connection's target.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto get_state(const TaskInstanceKey& key, GetStateOptions options, CompletionToken&& token = {}) const {
+    return boost::asio::async_initiate<CompletionToken, void(grpc::Status, TaskStateInfo)>(
+        [this](auto handler, const TaskInstanceKey& of, const GetStateOptions& with) {
+          const auto executor = boost::asio::get_associated_executor(handler, executor_);
+          start_get_state(of, with, detail::loop_executor_of(executor), detail::GetStateHandler(std::move(handler)));
+        },
+        token, key, options);
+  }
+
+  /// get_state() with default GetStateOptions.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto get_state(const TaskInstanceKey& key, CompletionToken&& token = {}) const {
+    return get_state(key, GetStateOptions{}, std::forward<CompletionToken>(token));
+  }
+
+  /// As Client::watch(target, query), on this Connection's target.
+  [[nodiscard]] Watch watch(const WatchQuery& query) const;
+
   /// The gRPC target this Connection sends to, as given to Client::connect.
   [[nodiscard]] const std::string& target() const noexcept;
 
@@ -161,18 +193,22 @@ class Connection {
   [[nodiscard]] static std::string encode_payload(const boost::json::object& payload);
   void start_send(const TaskInstanceKey& key, std::string payload_json, const SendOptions& options,
                   const LoopExecutor* loop, detail::SendHandler handler) const;
+  void start_pull(const XComQuery& query, const LoopExecutor* loop, detail::PullHandler handler) const;
+  void start_get_state(const TaskInstanceKey& key, const GetStateOptions& options, const LoopExecutor* loop,
+                       detail::GetStateHandler handler) const;
 
   std::shared_ptr<detail::TargetChannel> channel_;
   LoopExecutor executor_;
 };
 
-/// Sends payloads to endpoints on any number of servers, reusing one gRPC channel per target.
+/// Sends payloads to endpoints on any number of servers, reusing one gRPC channel per target, and
+/// reads their XComs (pull(), watch()) and task-instance states (get_state()) over the same channels.
 ///
 /// Replies arrive on gRPC's threads and complete each operation on its handler's associated
 /// executor (the Client's Loop when the handler has none): with a Loop's executor, the thread
 /// that receives a reply runs the waiting coroutine itself when the loop is idle.
 ///
-/// Thread safety: send() may be called from any thread.
+/// Thread safety: send(), pull(), get_state(), watch() and connect() may be called from any thread.
 ///
 /// A send made inside a completion that one of gRPC's threads runs (a borrowed loop) starts its
 /// RPC when that completion returns, so that the loop's run stays short: never block a
@@ -183,7 +219,9 @@ class Connection {
 /// has run (even while it still runs). Destroying the Client with calls in flight is allowed:
 /// each still completes exactly once, with its real status (or CANCELLED when cancelled), on
 /// its executor; the executor's execution context (the io_context) must then stay alive until
-/// those completions have run (with Transport::exchange, the Client's io_context too).
+/// those completions have run (with Transport::exchange, the Client's io_context too). The same
+/// holds for pulls and get_states; a Watch has rules of its own (rx::Watch), and may outlive the
+/// Client.
 class Client {
  public:
   using executor_type = LoopExecutor;
@@ -240,6 +278,73 @@ class Client {
     return send(target, key, payload, SendOptions{}, std::forward<CompletionToken>(token));
   }
 
+  /// Pulls the XComs `query` names from the server at `target` (any gRPC target, as for send()):
+  /// the XCom `query.key` of one task instance, or with `query.all_map_indexes` of every map index
+  /// of the task that has it, in map-index order; with `query.wait`, the server waits until they
+  /// exist (`query.min_count` of them for all map indexes). Always one unary `Pull` call, whatever
+  /// ClientOptions::transport. `query` is copied before pull() returns.
+  ///
+  /// Completion signature: `void(grpc::Status, std::vector<rx::XCom>)`; the XComs when the
+  /// status is OK, none otherwise. With `co_await` it yields a
+  /// `std::tuple<grpc::Status, std::vector<rx::XCom>>`. `query.timeout` is the call's deadline
+  /// (none when `std::nullopt`), and so bounds a wait: past it the pull fails with
+  /// DEADLINE_EXCEEDED. Besides the server's statuses (INVALID_ARGUMENT for an incomplete query,
+  /// NOT_FOUND for a missing XCom when not waiting, UNAVAILABLE when it shuts down), a pull fails
+  /// as a send does with UNAVAILABLE (unreachable, or cut short by the server) and
+  /// RESOURCE_EXHAUSTED (a response over the receive limit), and with INTERNAL for a response the
+  /// query rules out: other than exactly one XCom for a pull of one task instance, or fewer than
+  /// `query.min_count` (at least one) for a waiting pull of all map indexes.
+  ///
+  /// Cancellation (any type): cancels the RPC (`ClientContext::TryCancel`); the operation then
+  /// completes with CANCELLED, unless the response was already on its way. A waiting server stops
+  /// waiting.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto pull(std::string_view target, const XComQuery& query, CompletionToken&& token = {}) {
+    return boost::asio::async_initiate<CompletionToken, void(grpc::Status, std::vector<XCom>)>(
+        [this](auto handler, std::string_view to, const XComQuery& what) {
+          const auto executor = boost::asio::get_associated_executor(handler, executor_);
+          start_pull(to, what, detail::loop_executor_of(executor), detail::PullHandler(std::move(handler)));
+        },
+        token, std::string(target), query);
+  }
+
+  /// The state of the task instance `key` on the server at `target`: one unary `GetState` call,
+  /// whatever ClientOptions::transport.
+  ///
+  /// Completion signature: `void(grpc::Status, rx::TaskStateInfo)`; the state when the status is
+  /// OK, a default TaskStateInfo otherwise. With `co_await` it yields a
+  /// `std::tuple<grpc::Status, rx::TaskStateInfo>`. Besides the server's NOT_FOUND (it knows
+  /// nothing of the task instance), it fails as a send does (UNAVAILABLE, DEADLINE_EXCEEDED past
+  /// `options.timeout`, RESOURCE_EXHAUSTED), and with INTERNAL when the server sends a state this
+  /// client does not know (an unset state, or a newer server's), naming its wire value.
+  ///
+  /// Cancellation (any type): cancels the RPC (`ClientContext::TryCancel`); the operation then
+  /// completes with CANCELLED, unless the response was already on its way.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto get_state(std::string_view target, const TaskInstanceKey& key, GetStateOptions options,
+                 CompletionToken&& token = {}) {
+    return boost::asio::async_initiate<CompletionToken, void(grpc::Status, TaskStateInfo)>(
+        [this](auto handler, std::string_view to, const TaskInstanceKey& of, const GetStateOptions& with) {
+          const auto executor = boost::asio::get_associated_executor(handler, executor_);
+          start_get_state(to, of, with, detail::loop_executor_of(executor),
+                          detail::GetStateHandler(std::move(handler)));
+        },
+        token, std::string(target), key, options);
+  }
+
+  /// get_state() with default GetStateOptions (a 30 s deadline).
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto get_state(std::string_view target, const TaskInstanceKey& key, CompletionToken&& token = {}) {
+    return get_state(target, key, GetStateOptions{}, std::forward<CompletionToken>(token));
+  }
+
+  /// Opens a Watch stream on the server at `target` for what `query` selects, and returns its
+  /// handle; take the events with Watch::next(). The stream starts at once and has no deadline:
+  /// it lives until the server ends it, the connection breaks, or the Watch is cancelled or
+  /// destroyed (see rx::Watch for its ends, flow control and lifetimes). Always a stream of its
+  /// own, whatever ClientOptions::transport. Any thread.
+  [[nodiscard]] Watch watch(std::string_view target, const WatchQuery& query);
+
   /// A handle to `target` (any gRPC target, as for send()) whose sends skip the lookup of the
   /// target string; sends through it share this Client's channel (and streams) to `target`.
   /// Creates the channel if this is the target's first use; connects nothing by itself (the
@@ -254,6 +359,10 @@ class Client {
   // `loop` is the handler's associated executor when it is a Loop's, else null.
   void start_send(std::string_view target, const TaskInstanceKey& key, std::string payload_json,
                   const SendOptions& options, const LoopExecutor* loop, SendHandler handler);
+  void start_pull(std::string_view target, const XComQuery& query, const LoopExecutor* loop,
+                  detail::PullHandler handler);
+  void start_get_state(std::string_view target, const TaskInstanceKey& key, const GetStateOptions& options,
+                       const LoopExecutor* loop, detail::GetStateHandler handler);
 
   std::unique_ptr<detail::ClientImpl> impl_;
   LoopExecutor executor_;

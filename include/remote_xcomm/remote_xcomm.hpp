@@ -10,3 +10,5 @@
 #include <remote_xcomm/request.hpp>
 #include <remote_xcomm/server.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
+#include <remote_xcomm/watch.hpp>
+#include <remote_xcomm/xcom.hpp>

@@ -6,6 +6,7 @@
 #include "utils/server_fixture.hpp"
 #include "utils/wait.hpp"
 
+#include <remote_xcomm/client.hpp>
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/error.hpp>
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
@@ -13,6 +14,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <grpcpp/client_context.h>
@@ -703,6 +705,60 @@ TEST(XComShutdownTest, WaitingPullsAndWatchesEndWithUnavailable) {
   server.reset();
   context.stop();
   runner.join();
+}
+
+}  // namespace
+
+// ---- the C++ Client against the real server ----------------------------------------------------------
+
+namespace {
+
+class XComClientTest : public rx_test::ServerFixture {};
+
+TEST_F(XComClientTest, WaitingPullWatchAndStateThroughTheClient) {
+  ASSERT_TRUE(server_.attach(make_key("c"), push_xcoms));
+  const std::string target = server_.target();
+
+  rx::XComQuery query;
+  query.dag_id = "dag";
+  query.run_id = "run";
+  query.task_id = "c";
+  query.key = "pushed_1";
+  query.wait = true;
+  auto waiting = client_.pull(target, query, asio::use_future);
+
+  rx::WatchQuery watch_query;
+  watch_query.dag_id = "dag";
+  watch_query.run_id = "run";
+  watch_query.task_id = "c";
+  watch_query.from_start = true;
+  rx::Watch watch = client_.watch(target, watch_query);
+
+  ASSERT_TRUE(send(make_key("c"), {{"count", 2}}).status.ok());
+  auto [pull_status, xcoms] = rx_test::wait_for(waiting, "the waiting pull");
+  ASSERT_TRUE(pull_status.ok()) << rx_test::describe(pull_status);
+  ASSERT_EQ(xcoms.size(), 1U);
+  EXPECT_EQ(xcoms[0].value_json, "1");
+  EXPECT_EQ(xcoms[0].task_instance, make_key("c"));
+
+  std::vector<std::string> seen;
+  while (seen.empty() || seen.back() != "state:success") {
+    auto [status, event] = rx_test::wait_for(watch.next(asio::use_future), "a watch event");
+    ASSERT_TRUE(status.ok()) << rx_test::describe(status);
+    seen.push_back(event.kind == rx::WatchEvent::Kind::xcom ? "xcom:" + event.xcom.key
+                                                            : "state:" + std::string(rx::to_string(event.state.state)));
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"state:running", "xcom:pushed_0", "xcom:pushed_1", "xcom:return_value",
+                                            "state:success"}));
+  EXPECT_GT(watch.last_sequence(), 0U);
+  watch.cancel();
+  auto [ended, nothing] = rx_test::wait_for(watch.next(asio::use_future), "the end of the watch");
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::CANCELLED) << rx_test::describe(ended);
+
+  auto [state_status, state] = rx_test::wait_for(client_.get_state(target, make_key("c"), asio::use_future));
+  ASSERT_TRUE(state_status.ok()) << rx_test::describe(state_status);
+  EXPECT_EQ(state.state, rx::TaskState::success);
+  EXPECT_EQ(state.attempt, 1U);
 }
 
 }  // namespace

@@ -36,6 +36,7 @@
 #include "common/payloads.hpp"
 #include "common/raw_echo.hpp"
 #include "common/rxcomm_echo.hpp"
+#include "common/temp_directory.hpp"
 
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/server.hpp>
@@ -160,27 +161,7 @@ std::string send_to_all(RemoteXComm::Stub& stub, const std::vector<rx::TaskInsta
   return error;
 }
 
-// A fresh temporary directory for one run's database, removed with it.
-class TempDirectory {
- public:
-  TempDirectory() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "rx-bm-xcom-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) {
-      throw std::runtime_error("mkdtemp failed");
-    }
-    path_ = pattern;
-  }
-  TempDirectory(const TempDirectory&) = delete;
-  TempDirectory& operator=(const TempDirectory&) = delete;
-  ~TempDirectory() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  [[nodiscard]] std::string file(const char* name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using rx::bench::TempDirectory;
 
 // ---- Wake-up of a waiting Pull, and the unary round trip it is compared with ------------------
 
@@ -541,7 +522,7 @@ void BM_PushThroughput(benchmark::State& state) {
     if (store_kind == memory_store) {
       options.xcom_store = rx::make_memory_store();
     } else if (store_kind == sqlite_store) {
-      directory.emplace();
+      directory.emplace("rx-bm-xcom");
       options.xcom_store = rx::open_sqlite_store(directory->file("xcoms.db"));  // NORMAL
     }
   } catch (const std::exception& error) {

@@ -13,6 +13,7 @@
 // Target (issue): the SQLite store sustains at least 50,000 pushes/s with group commit.
 #include "common/closed_loop.hpp"
 #include "common/payloads.hpp"
+#include "common/temp_directory.hpp"
 
 #include <remote_xcomm/xcom.hpp>
 
@@ -37,28 +38,7 @@ namespace {
 using rx::bench::Clock;
 using rx::bench::ClosedLoop;
 
-// A fresh temporary directory for one run's database, removed with it.
-class TempDirectory {
- public:
-  TempDirectory() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "rx-bm-xcom-store-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) {
-      throw std::runtime_error("mkdtemp failed");
-    }
-    path_ = pattern;
-  }
-  TempDirectory(const TempDirectory&) = delete;
-  TempDirectory& operator=(const TempDirectory&) = delete;
-  ~TempDirectory() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-
-  [[nodiscard]] std::string file(const char* name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using rx::bench::TempDirectory;
 
 /// Issues pushes to a store for a closed loop: `issue(loop, slot)` writes one XCom whose `done`
 /// claims and issues the next one for the same slot, then completes.
@@ -127,7 +107,7 @@ void BM_MemoryStoreWrite(benchmark::State& state) {
 }
 
 void run_sqlite(benchmark::State& state, bool sync_every_commit) {
-  const TempDirectory directory;
+  const TempDirectory directory("rx-bm-xcom-store");
   std::shared_ptr<rx::XComStore> store;
   try {
     rx::SqliteStoreOptions options;

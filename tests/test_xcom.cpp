@@ -274,11 +274,13 @@ TEST_F(XComTest, ReplyPushedAfterTheCallerLeftStaysPullable) {
 
 TEST_F(XComTest, StateFollowsTheTaskInstance) {
   auto gate = std::make_shared<rx_test::Gate>(loop_.get_executor());
-  ASSERT_TRUE(server_.attach(make_key("s"), [gate](rx::Endpoint endpoint) -> asio::awaitable<void> {
+  auto taken = std::make_shared<std::promise<void>>();
+  ASSERT_TRUE(server_.attach(make_key("s"), [gate, taken](rx::Endpoint endpoint) -> asio::awaitable<void> {
     json::object payload = co_await endpoint.get();
     if (payload.contains("throw")) {
       throw std::runtime_error("boom");
     }
+    taken->set_value();  // the request is held: running
     co_await gate->wait();
     co_await endpoint.push(std::move(payload));
   }));
@@ -289,10 +291,8 @@ TEST_F(XComTest, StateFollowsTheTaskInstance) {
   EXPECT_EQ(info.attempt(), 1U);
 
   auto reply = send_async(make_key("s"), {});
-  for (int tries = 0; tries < 2000 && info.state() != pb::TASK_STATE_RUNNING; ++tries) {
-    ASSERT_TRUE(client.state(make_key("s"), info).ok());
-    std::this_thread::sleep_for(1ms);
-  }
+  rx_test::wait_for(taken->get_future(), "the task taking the request");
+  ASSERT_TRUE(client.state(make_key("s"), info).ok());
   EXPECT_EQ(info.state(), pb::TASK_STATE_RUNNING);
   const std::int64_t running_since = info.since_us();
   const std::uint64_t running_sequence = info.sequence();

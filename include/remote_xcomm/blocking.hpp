@@ -23,8 +23,11 @@ namespace rx {
 /// A failed RPC, for the blocking calls that report errors by exception.
 class RpcError : public std::runtime_error {
  public:
+  /// The error for a call that failed with `status`; what() gives its numeric code and message.
   explicit RpcError(grpc::Status status) : std::runtime_error(describe(status)), status_(std::move(status)) {}
+  /// The failed call's status, as gRPC reported it.
   [[nodiscard]] const grpc::Status& status() const noexcept { return status_; }
+  /// The failed call's status code, as status().error_code().
   [[nodiscard]] grpc::StatusCode code() const noexcept { return status_.error_code(); }
 
  private:

@@ -57,12 +57,16 @@ void on_endpoint_loop(const std::shared_ptr<EndpointState>& state, Function&& in
 /// executor. The exact semantics are in docs/endpoints.md.
 class Endpoint {
  public:
+  /// The executor type of the endpoint's loop.
   using executor_type = LoopExecutor;
 
+  /// Internal: a Server makes endpoints and hands one to each run of a task.
   explicit Endpoint(std::shared_ptr<detail::EndpointState> state) noexcept : state_(std::move(state)) {}
 
   /// The key this endpoint is addressed by.
   [[nodiscard]] const TaskInstanceKey& key() const noexcept { return state_->key(); }
+  /// The executor of the loop the endpoint lives on, where task code spawned by its Server runs;
+  /// the default completion executor of its operations.
   [[nodiscard]] executor_type get_executor() const noexcept { return state_->executor(); }
 
   /// Waits for the next request and makes it the held request.

@@ -44,11 +44,17 @@ enum class errc {
 /// The error category of rx::errc, named "remote_xcomm".
 [[nodiscard]] const boost::system::error_category& error_category() noexcept;
 
+/// `e` as an error code of error_category(); found by argument-dependent look-up, so an rx::errc
+/// converts to (and compares with) a `boost::system::error_code`.
 [[nodiscard]] inline boost::system::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), error_category()};
 }
 
 }  // namespace rx
 
+// Lets an rx::errc convert to a boost::system::error_code: a standard customisation point, hidden
+// from the API reference.
+/// \cond
 template <>
 struct boost::system::is_error_code_enum<rx::errc> : std::true_type {};
+/// \endcond

@@ -24,8 +24,11 @@ namespace rx {
 /// One send of a fan-out: `payload` to the endpoint `key` of the server at `target` (any gRPC
 /// target, as for Client::send).
 struct FanOutRequest {
+  /// The server's gRPC target, as for Client::send: "host:port", "unix:/path", ...
   std::string target;
+  /// The endpoint on that server to send to.
   TaskInstanceKey key;
+  /// The JSON object the task gets.
   boost::json::object payload;
 };
 
@@ -36,6 +39,7 @@ struct FanOutResult {
   /// OK with the task's reply, or the send's own status (see Client::send): one endpoint's or
   /// one server's failure is its result and nobody else's.
   grpc::Status status;
+  /// The task's reply when `status` is OK; empty otherwise.
   boost::json::object reply;
 };
 
@@ -85,13 +89,17 @@ void fan_out_cancel(const std::shared_ptr<FanOutState>& state);
 /// wait at a time.
 class FanOut {
  public:
+  /// The executor type of the Client's loop.
   using executor_type = LoopExecutor;
 
   /// Starts sending `requests` through `client`.
   FanOut(Client& client, std::vector<FanOutRequest> requests, FanOutOptions options = {});
   FanOut(const FanOut&) = delete;
   FanOut& operator=(const FanOut&) = delete;
+  /// Takes over a fan-out's sends and results; the moved-from FanOut may only be destroyed or
+  /// assigned to.
   FanOut(FanOut&&) noexcept = default;
+  /// Abandons this fan-out as the destructor does, then takes over `other`'s.
   FanOut& operator=(FanOut&& other) noexcept;
   ~FanOut();
 
@@ -131,6 +139,7 @@ class FanOut {
   /// Number of requests.
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
 
+  /// The default executor of next() and all(): the Client's loop.
   [[nodiscard]] executor_type get_executor() const noexcept { return executor_; }
 
  private:

@@ -68,13 +68,19 @@ class LoopExecutor {
   /// Asio operations of this library default to `asio::deferred`, which `co_await` accepts.
   using default_completion_token_type = boost::asio::deferred_t;
 
+  /// A copy submitting to the same loop with the same properties; a copy of a tracked executor
+  /// counts as outstanding work of its own.
   LoopExecutor(const LoopExecutor& other) noexcept : core_(other.core_), bits_(other.bits_) { start_work(); }
+  /// Takes over `other`, including its outstanding work if tracked; `other` is left untracked.
   LoopExecutor(LoopExecutor&& other) noexcept : core_(other.core_), bits_(other.bits_) { other.bits_ &= ~TRACKED; }
+  /// Becomes a copy of `other`, finishing this executor's own outstanding work if it was tracked.
   LoopExecutor& operator=(const LoopExecutor& other) noexcept {
     LoopExecutor copy(other);
     swap(copy);
     return *this;
   }
+  /// Takes over `other` as the move constructor does, finishing this executor's own outstanding
+  /// work if it was tracked.
   LoopExecutor& operator=(LoopExecutor&& other) noexcept {
     LoopExecutor moved(std::move(other));
     swap(moved);
@@ -86,18 +92,24 @@ class LoopExecutor {
   [[nodiscard]] boost::asio::io_context& query(boost::asio::execution::context_t /*unused*/) const noexcept {
     return core_->context();
   }
+  /// `blocking.possibly` (the default: `execute` may run the function inline), or `blocking.never`
+  /// when required.
   [[nodiscard]] constexpr boost::asio::execution::blocking_t query(
       boost::asio::execution::blocking_t /*unused*/) const noexcept {
     return (bits_ & BLOCKING_NEVER) != 0
                ? boost::asio::execution::blocking_t(boost::asio::execution::blocking.never)
                : boost::asio::execution::blocking_t(boost::asio::execution::blocking.possibly);
   }
+  /// `outstanding_work.untracked` (the default), or `outstanding_work.tracked` when required: a
+  /// tracked executor keeps its io_context's `run()` from returning for as long as it exists.
   [[nodiscard]] constexpr boost::asio::execution::outstanding_work_t query(
       boost::asio::execution::outstanding_work_t /*unused*/) const noexcept {
     return (bits_ & TRACKED) != 0
                ? boost::asio::execution::outstanding_work_t(boost::asio::execution::outstanding_work.tracked)
                : boost::asio::execution::outstanding_work_t(boost::asio::execution::outstanding_work.untracked);
   }
+  /// `relationship.fork` (the default), or `relationship.continuation` when required. Only
+  /// reported: it does not change how work is submitted.
   [[nodiscard]] constexpr boost::asio::execution::relationship_t query(
       boost::asio::execution::relationship_t /*unused*/) const noexcept {
     return (bits_ & CONTINUATION) != 0
@@ -105,21 +117,29 @@ class LoopExecutor {
                : boost::asio::execution::relationship_t(boost::asio::execution::relationship.fork);
   }
 
+  /// An executor on the same loop whose `execute` may run the function inline (`dispatch`).
   [[nodiscard]] LoopExecutor require(boost::asio::execution::blocking_t::possibly_t /*unused*/) const {
     return {core_, bits_ & ~BLOCKING_NEVER};
   }
+  /// An executor on the same loop whose `execute` always queues the function (`post`).
   [[nodiscard]] LoopExecutor require(boost::asio::execution::blocking_t::never_t /*unused*/) const {
     return {core_, bits_ | BLOCKING_NEVER};
   }
+  /// An executor on the same loop that counts as outstanding work of its io_context while it (or
+  /// a copy) exists, as an `executor_work_guard` does.
   [[nodiscard]] LoopExecutor require(boost::asio::execution::outstanding_work_t::tracked_t /*unused*/) const {
     return {core_, bits_ | TRACKED};
   }
+  /// An executor on the same loop that does not count as outstanding work.
   [[nodiscard]] LoopExecutor require(boost::asio::execution::outstanding_work_t::untracked_t /*unused*/) const {
     return {core_, bits_ & ~TRACKED};
   }
+  /// An executor on the same loop that reports `relationship.fork`; it submits as any other.
   [[nodiscard]] LoopExecutor require(boost::asio::execution::relationship_t::fork_t /*unused*/) const {
     return {core_, bits_ & ~CONTINUATION};
   }
+  /// An executor on the same loop that reports `relationship.continuation` (as Asio's `defer`
+  /// asks); it submits as any other.
   [[nodiscard]] LoopExecutor require(boost::asio::execution::relationship_t::continuation_t /*unused*/) const {
     return {core_, bits_ | CONTINUATION};
   }
@@ -143,9 +163,12 @@ class LoopExecutor {
   /// work nested in it).
   [[nodiscard]] bool running_in_this_thread() const noexcept { return core_->running_in_this_thread(); }
 
+  /// True when both submit to the same loop with the same properties (blocking, outstanding work,
+  /// relationship).
   friend bool operator==(const LoopExecutor& a, const LoopExecutor& b) noexcept {
     return a.core_ == b.core_ && a.bits_ == b.bits_;
   }
+  /// True when operator== is false.
   friend bool operator!=(const LoopExecutor& a, const LoopExecutor& b) noexcept { return !(a == b); }
 
  private:
@@ -232,15 +255,21 @@ void detail::run_and_wait(const LoopExecutor& executor, Function&& function) {
 /// any thread.
 class Loop {
  public:
+  /// The executor type of this loop.
   using executor_type = LoopExecutor;
 
+  /// A new loop on `context`: its state is owned by the io_context (see the class comment). Loops
+  /// on one io_context are independent: each has its own token and its own queue of work.
   explicit Loop(boost::asio::io_context& context)
       : core_(boost::asio::use_service<detail::LoopService>(context).create_core()) {}
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
   ~Loop() = default;
 
+  /// An executor of this loop, with the default properties: `blocking.possibly`,
+  /// `outstanding_work.untracked`, `relationship.fork`.
   [[nodiscard]] executor_type get_executor() const noexcept { return {core_, 0}; }
+  /// The io_context this loop was made on, whose thread runs its queued work.
   [[nodiscard]] boost::asio::io_context& context() const noexcept { return core_->context(); }
 
  private:

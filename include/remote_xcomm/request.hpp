@@ -49,7 +49,10 @@ class Request {
   /// Internal: endpoints make requests.
   Request(detail::PendingReplyPtr reply, boost::json::object payload,
           std::shared_ptr<detail::EndpointState> endpoint) noexcept;
+  /// Takes over `other`'s request (and the reply it is owed); `other` is left empty.
   Request(Request&& other) noexcept = default;
+  /// Takes over `other`'s request; a request this object still held unanswered is first failed
+  /// with INTERNAL, as by the destructor.
   Request& operator=(Request&& other) noexcept;
   Request(const Request&) = delete;
   Request& operator=(const Request&) = delete;
@@ -57,10 +60,12 @@ class Request {
 
   /// True while the request waits for its reply from this object.
   [[nodiscard]] bool valid() const noexcept { return reply_ != nullptr; }
+  /// As valid(): `if (request)` tests whether the request still waits for its reply.
   explicit operator bool() const noexcept { return valid(); }
 
   /// The JSON object the caller sent. Stays readable (and movable from) after the reply.
   [[nodiscard]] boost::json::object& payload() noexcept { return payload_; }
+  /// \overload
   [[nodiscard]] const boost::json::object& payload() const noexcept { return payload_; }
 
   /// The caller's deadline, if it set one. None once answered.

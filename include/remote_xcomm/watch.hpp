@@ -73,8 +73,11 @@ void watch_next(const std::shared_ptr<WatchStream>& stream, const LoopExecutor& 
 /// destroying a Watch must not race with calls on it. At most one next() waits at a time.
 class Watch {
  public:
+  /// The executor type of the Client's loop.
   using executor_type = LoopExecutor;
 
+  /// Takes over `other`'s stream; next() on the moved-from `other` completes with
+  /// FAILED_PRECONDITION.
   Watch(Watch&& other) noexcept = default;
   /// Ends the stream this Watch had (as cancel() does), then takes `other`'s.
   Watch& operator=(Watch&& other) noexcept;

@@ -57,9 +57,14 @@ struct XCom {
 
 /// A task instance's state, and when it entered it.
 struct TaskStateInfo {
+  /// The task instance this is the state of.
   TaskInstanceKey task_instance;
+  /// Its state.
   TaskState state = TaskState::idle;
+  /// When it entered `state` (the server's clock). An endpoint that has not served yet reports
+  /// `idle` since it was first asked about.
   std::chrono::system_clock::time_point since;
+  /// The attempt the state belongs to, from 1 (docs/xcoms.md, "Attempts").
   std::uint32_t attempt = 0;
   /// For TaskState::failed: the status message the caller got. Empty otherwise.
   std::string message;
@@ -69,8 +74,12 @@ struct TaskStateInfo {
 
 /// What to pull: one key of one task instance, or of every map index of a mapped task.
 struct XComQuery {
+  /// The DAG of the task instance to pull from. In task code (Endpoint::xcom_pull), empty means
+  /// the pulling task's own; a Client's pull needs it.
   std::string dag_id;
+  /// The DAG run of the task instance to pull from; empty as for `dag_id`.
   std::string run_id;
+  /// The task to pull from. Required: empty is refused (INVALID_ARGUMENT, errc::invalid_xcom).
   std::string task_id;
   /// The XCom's key.
   std::string key = std::string(return_value_key);
@@ -90,6 +99,7 @@ struct XComQuery {
 
 /// One change a Watch reports.
 struct WatchEvent {
+  /// Which change the event reports, and so which of `xcom` and `state` it fills.
   enum class Kind {
     /// An XCom was pushed (`xcom`).
     xcom,
@@ -98,21 +108,30 @@ struct WatchEvent {
     /// A new attempt began and cleared the earlier attempts' XComs (`state` carries the attempt).
     cleared,
   };
+  /// Which change this is.
   Kind kind = Kind::xcom;
+  /// Position of the event in the server's event order, from 1: resume after it with
+  /// WatchQuery::after_sequence.
   std::uint64_t sequence = 0;
-  XCom xcom;            // Kind::xcom
-  TaskStateInfo state;  // Kind::state and Kind::cleared
+  /// For Kind::xcom: the XCom pushed. Default-constructed otherwise.
+  XCom xcom;
+  /// For Kind::state: the new state. For Kind::cleared: the task instance as the clearing found
+  /// it, with the new attempt in `attempt`. Default-constructed for Kind::xcom.
+  TaskStateInfo state;
 };
 
 /// What a Watch follows: a DAG run, one task of it (every map index, or one), from now, from the
 /// start of what is retained, or resuming after the last sequence number seen.
 struct WatchQuery {
+  /// The DAG of the run to watch. Required: a watch without it ends with INVALID_ARGUMENT.
   std::string dag_id;
+  /// The DAG run to watch. Required, as `dag_id`.
   std::string run_id;
   /// Empty: every task of the run.
   std::string task_id;
   /// With `task_id`: the map index to watch, unless `all_map_indexes`.
   int map_index = -1;
+  /// With `task_id`: every map index of the task; `map_index` is then ignored.
   bool all_map_indexes = false;
   /// Replay the retained events that match before the new ones.
   bool from_start = false;
@@ -133,8 +152,16 @@ class XComStore {
   /// One change to write: put an XCom (replacing the one with the same task instance and key), or
   /// erase every XCom of a task instance (`xcom.task_instance`; a new attempt, or retention).
   struct Change {
-    enum class Kind { put, erase_task_instance };
+    /// What to do with `xcom`.
+    enum class Kind {
+      /// Write `xcom`, replacing the stored one with the same task instance and key.
+      put,
+      /// Erase every stored XCom of `xcom.task_instance` (the rest of `xcom` is unused).
+      erase_task_instance,
+    };
+    /// What this change does.
     Kind kind = Kind::put;
+    /// The XCom to put, or for Kind::erase_task_instance the task instance to erase.
     XCom xcom;
   };
   /// Called once the changes are durable (or failed to be): an empty error code, or why not.

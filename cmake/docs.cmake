@@ -34,3 +34,10 @@ set(DOXYGEN_CLASS_GRAPH NO)
 set(DOXYGEN_SORT_MEMBER_DOCS NO)
 doxygen_add_docs(docs ${PROJECT_SOURCE_DIR}/include/remote_xcomm ${PROJECT_SOURCE_DIR}/docs/api/mainpage.md
                  COMMENT "Generating the API reference (docs/html) with Doxygen")
+
+# The suite keeps the reference complete: Doxygen exits non-zero on any warning (above).
+if(REMOTE_XCOMM_BUILD_TESTS)
+  add_test(NAME ApiReferenceHasNoDoxygenWarnings COMMAND Doxygen::doxygen ${PROJECT_BINARY_DIR}/Doxyfile.docs
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(ApiReferenceHasNoDoxygenWarnings PROPERTIES TIMEOUT 120 LABELS single_thread)
+endif()

@@ -130,6 +130,7 @@ struct ClientOptions {
 /// Thread safety: every member may be called from any thread, on one Connection or on copies.
 class Connection {
  public:
+  /// The executor of the Client's Loop: where completions run when a handler has none of its own.
   using executor_type = LoopExecutor;
 
   /// As Client::send(target, key, payload, options, token), to this Connection's target.
@@ -185,6 +186,7 @@ class Connection {
   /// The gRPC target this Connection sends to, as given to Client::connect.
   [[nodiscard]] const std::string& target() const noexcept;
 
+  /// The executor completions run on when a handler has none of its own. Any thread.
   [[nodiscard]] executor_type get_executor() const noexcept { return executor_; }
 
  private:
@@ -224,7 +226,9 @@ class Connection {
 /// Client.
 class Client {
  public:
+  /// The executor of the Client's Loop: where completions run when a handler has none of its own.
   using executor_type = LoopExecutor;
+  /// The type-erased completion handler of a send.
   using SendHandler = detail::SendHandler;
 
   /// A client whose completions default to `loop`, which must outlive it.
@@ -351,6 +355,7 @@ class Client {
   /// first send does, as gRPC channels connect lazily). Any thread.
   [[nodiscard]] Connection connect(std::string_view target);
 
+  /// The Client's loop executor (see executor_type). Any thread.
   [[nodiscard]] executor_type get_executor() const noexcept;
 
  private:

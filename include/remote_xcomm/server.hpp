@@ -101,6 +101,7 @@ struct ServerOptions {
   /// The event history Watch replays from (from_start, after_sequence): at most this many events
   /// and bytes, the oldest dropped first. 0 events: no history (watches start from now).
   std::size_t xcom_history_events = 65'536;
+  /// The byte bound of the same history (keys, values and a fixed cost per event).
   std::size_t xcom_history_bytes = std::size_t{64} << 20;
   /// Events a Watch subscriber may have waiting to be written. A subscriber that falls further
   /// behind is ended with RESOURCE_EXHAUSTED (it may resume after the last sequence it got), so
@@ -142,7 +143,10 @@ struct AttachOptions {
 /// concurrently; shutdown is idempotent.
 class Server {
  public:
+  /// The executor of the Loop the endpoints and their tasks run on.
   using executor_type = LoopExecutor;
+  /// A task: called with the endpoint each time an invocation starts (docs/endpoints.md); the
+  /// coroutine it returns runs on the loop.
   using Task = detail::EndpointState::Task;
 
   /// A server whose endpoints run on `loop`, which must outlive it.
@@ -236,6 +240,7 @@ class Server {
         token, grace);
   }
 
+  /// The loop's executor: where tasks run and, by default, where shutdown() completes. Any thread.
   [[nodiscard]] executor_type get_executor() const noexcept;
 
  private:

@@ -23,14 +23,14 @@ endif()
 install(TARGETS remote_xcomm EXPORT remote_xcomm_targets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
-  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/remote_xcomm DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.hpp")
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/proto/ DESTINATION ${REMOTE_XCOMM_PROTO_INSTALL_DIR}
         FILES_MATCHING PATTERN "*.proto")
 
-# The CMake package: remote_xcomm::remote_xcomm, relocatable (no absolute path of this machine).
+# The CMake package: remote_xcomm::remote_xcomm (its include directory is the target's
+# INSTALL_INTERFACE, CMakeLists.txt), relocatable (no absolute path of this machine).
 install(EXPORT remote_xcomm_targets NAMESPACE remote_xcomm:: FILE remote_xcomm-targets.cmake
         DESTINATION ${REMOTE_XCOMM_CMAKE_INSTALL_DIR})
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/remote_xcomm-config.cmake.in

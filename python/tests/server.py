@@ -7,6 +7,7 @@
 """
 
 import argparse
+import threading
 import time
 import uuid
 
@@ -29,7 +30,8 @@ class DummyTaskInstance:
             raise ValueError(f"the task failed on purpose for {req_payloads.get('xcoms')}")
         time.sleep(self.sleep)
         self.rxcomm.xcom_push("seen", req_payloads.get("xcoms"))
-        resp_payloads = {"output": str(uuid.uuid4()), "output_key": "hello_world", "echo": req_payloads}
+        resp_payloads = {"output": str(uuid.uuid4()), "output_key": "hello_world", "echo": req_payloads,
+                         "task_thread": threading.current_thread().name}
         self.rxcomm.push(resp_payloads)
 
 

@@ -2,6 +2,8 @@
 
 import math
 import signal
+import threading
+import time
 import unittest
 
 import remote_xcomm as rx
@@ -33,6 +35,19 @@ class Errors(unittest.TestCase):
         with self.assertRaises(rx.RpcError) as raised:
             rx.requests(port=self.server.port, data=support.example_data(), timeout=0.2)
         self.assertIs(raised.exception.code, rx.StatusCode.DEADLINE_EXCEEDED)
+
+    def test_a_blocking_call_lets_other_python_threads_run(self):
+        # The task sleeps 3 s. Were the GIL held during the wait, this thread could not take its
+        # 50 short sleeps before the call ended.
+        started = threading.Event()
+        caller = threading.Thread(target=lambda: (started.set(), rx.requests(port=self.server.port,
+                                                                             data=support.example_data())))
+        caller.start()
+        started.wait(timeout=30)
+        for _ in range(50):
+            time.sleep(0.001)
+        self.assertTrue(caller.is_alive())
+        caller.join(timeout=60)
 
     def test_nobody_listening_raises_unavailable(self):
         with self.assertRaises(rx.RpcError) as raised:

@@ -23,6 +23,8 @@ class PrototypeScripts(unittest.TestCase):
                 self.assertEqual(reply["echo"], support.example_data(greeting="hello from the scheduler",
                                                                       attempt=attempt))
             self.assertEqual(len({reply["output"] for reply in replies}), 3)
+            # Task code runs on the thread that called connect_ti_function, never on a gRPC thread.
+            self.assertEqual({reply["task_thread"] for reply in replies}, {"MainThread"})
             self.assertEqual(server.stop(signal.SIGTERM), 0, server.output())
             self.assertIn("server.py: connect_ti_function returned 15", server.lines)
 

@@ -6,6 +6,7 @@
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -52,11 +53,14 @@ py::dict RxComm::get() {
   Endpoint rx = endpoint("get");
   auto promise = std::make_shared<std::promise<std::pair<boost::system::error_code, boost::json::object>>>();
   auto future = promise->get_future();
-  rx.get([promise](boost::system::error_code error, boost::json::object payloads) {
-    promise->set_value({error, std::move(payloads)});
-  });
-  // An interrupted get leaves its wait behind: serving stops on KeyboardInterrupt anyway.
-  auto [error, payloads] = wait_interruptibly(future, [] {});
+  // Interrupted (Ctrl-C), the wait is cancelled: no request is taken, a later get() finds it.
+  const Cancellation cancellation(rx.get_executor());
+  rx.get(asio::bind_cancellation_slot(
+      cancellation.slot(),
+      [promise, signal = cancellation.signal()](boost::system::error_code error, boost::json::object payloads) {
+        promise->set_value({error, std::move(payloads)});
+      }));
+  auto [error, payloads] = wait_interruptibly(future, [&cancellation] { cancellation.cancel(); });
   if (error) {
     raise_endpoint_error(error);
   }

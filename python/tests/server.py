@@ -3,7 +3,8 @@
 
     python3 server.py --port 0        # prints: remote_xcomm: serving KEY on 127.0.0.1:PORT
 
---sleep makes each request take that long (the deadline test); --fail makes the task raise.
+--sleep makes each request take that long (the deadline test); --fail makes the task raise;
+--linger makes it wait in a second get() after replying.
 """
 
 import argparse
@@ -20,9 +21,10 @@ class DummyTaskInstance:
     run_id = "manual__2026-11-29"
     map_index = -1
 
-    def __init__(self, sleep=0.0, fail=False):
+    def __init__(self, sleep=0.0, fail=False, linger=False):
         self.sleep = sleep
         self.fail = fail
+        self.linger = linger
 
     def _run_raw_task(self, mark_success=None, test_mode=None, job_id=None, pool=None, session=None):
         req_payloads = self.rxcomm.get()
@@ -33,6 +35,8 @@ class DummyTaskInstance:
         resp_payloads = {"output": str(uuid.uuid4()), "output_key": "hello_world", "echo": req_payloads,
                          "task_thread": threading.current_thread().name}
         self.rxcomm.push(resp_payloads)
+        if self.linger:  # wait in get() for the next request, inside this invocation
+            self.rxcomm.get()
 
 
 if __name__ == "__main__":
@@ -40,8 +44,9 @@ if __name__ == "__main__":
     parser.add_argument("-p", "--port", type=int, default=8081)
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--fail", action="store_true")
+    parser.add_argument("--linger", action="store_true")
     args = parser.parse_args()
 
-    ti = DummyTaskInstance(sleep=args.sleep, fail=args.fail)
+    ti = DummyTaskInstance(sleep=args.sleep, fail=args.fail, linger=args.linger)
     stopped_by = rx.connect_ti_function(port=args.port, ti=ti, func="_run_raw_task")  # HERE!
     print(f"server.py: connect_ti_function returned {stopped_by}", flush=True)

@@ -24,6 +24,13 @@ class Signals(unittest.TestCase):
         self.assertEqual(server.stop(signal.SIGTERM, timeout=10), 0, server.output())
         self.assertIn("server.py: connect_ti_function returned 15", server.lines)
 
+    def test_sigint_while_task_code_waits_in_get_stops_cleanly(self):
+        server = support.ServerProcess(support.python_server_command("--linger"))
+        reply = rx.requests(port=server.port, data=support.example_data(), timeout=60)
+        self.assertEqual(reply["output_key"], "hello_world")  # the task now waits in its second get()
+        self.assertEqual(server.stop(signal.SIGINT, timeout=10), 0, server.output())
+        self.assertIn("server.py: connect_ti_function returned 2", server.lines)
+
     def test_sigint_while_a_task_runs_fails_its_request_and_stops(self):
         self.check_signal_while_a_task_runs(signal.SIGINT)
 

@@ -307,8 +307,6 @@ int serve(const TaskInstanceKey& key, const ServerOptions& options, const py::ob
   std::exception_ptr cpp_failure;
   {
     Server server(context, with);
-    // The task coroutine, on the loop: queue the request's invocation for the serving thread and
-    // wait for its outcome. Cancelled (shutdown, detach) before the function started, it ends.
     const bool attached =
         server.attach(key, [queue](Endpoint rx) { return hand_to_serving_thread(queue, std::move(rx)); });
     if (!attached) {
@@ -353,6 +351,8 @@ int serve(const TaskInstanceKey& key, const ServerOptions& options, const py::ob
       }
       context.stop();
       loop_thread.join();
+      // Whatever the loop queued meanwhile goes now, before the io_context its coroutines need.
+      queue->take_all();
     }
     rxcomm.unbind();
   }

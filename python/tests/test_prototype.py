@@ -28,7 +28,7 @@ class PrototypeScripts(unittest.TestCase):
             self.assertEqual(server.stop(signal.SIGTERM), 0, server.output())
             self.assertIn("server.py: connect_ti_function returned 15", server.lines)
 
-    def test_connect_ti_function_accepts_the_prototypes_method_keyword(self):
+    def test_connect_ti_function_checks_func_and_method_before_serving(self):
         import remote_xcomm as rx
 
         class NotAnInstance:

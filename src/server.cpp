@@ -255,6 +255,8 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     // count only decides whether to refuse, and refused calls count until they are finished a
     // few lines below, so a burst may be refused a little early, never admitted over the limit.
     if (in_flight >= options_.max_requests_in_flight) {
+      // Logged first: once the call is finished, gRPC may free the request.
+      log_refusal(request->key(), "RESOURCE_EXHAUSTED (max_requests_in_flight)");
       call->fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, in_flight_refusal_));
       return reactor;
     }
@@ -262,6 +264,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     std::string error;
     // Parsed here, on the gRPC thread, so that bad input is refused without touching the loop.
     if (!parse_json_object(request->payload_json(), options_.max_json_depth, payload, error)) {
+      log_refusal(request->key(), "INVALID_ARGUMENT (the payload is not a JSON object, or nests too deeply)");
       call->fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
       return reactor;
     }
@@ -505,6 +508,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       auto endpoint = std::make_shared<EndpointState>(executor_, std::move(key), std::move(task), on_task_error_,
                                                       options_.max_queued_requests);
       endpoint->bind_xcoms(xcoms_, record, std::max<std::uint32_t>(attach_options.try_number.value_or(1), 1));
+      if (log_enabled(LogLevel::debug)) {
+        std::string line = "endpoint ";
+        line.append(to_string(endpoint->key())).append(" attached");
+        log(LogLevel::debug, line);
+      }
       endpoints_.insert(std::move(endpoint));
       return true;
     });
@@ -522,6 +530,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       endpoint->close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "endpoint " + to_string(key) + " was detached"));
       xcoms_->detach(*record);
       arm_retention_timer();
+      if (log_enabled(LogLevel::debug)) {
+        std::string line = "endpoint ";
+        line.append(to_string(key)).append(" detached");
+        log(LogLevel::debug, line);
+      }
       return true;
     });
   }
@@ -795,6 +808,20 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       return;
     }
     (*it)->deliver(std::move(reply), std::move(payload));
+  }
+
+  // Debug: a Send refused on gRPC's thread. The key and the reason only: the parser's message may
+  // quote the payload, which never goes into a log line.
+  static void log_refusal(const remote_xcomm::v1::TaskInstanceKey& key, std::string_view reason) noexcept {
+    if (!log_enabled(LogLevel::debug)) {
+      return;
+    }
+    try {
+      std::string line = "Send to ";
+      line.append(to_string(view_of(key))).append(" refused: ").append(reason);
+      log(LogLevel::debug, line);
+    } catch (...) {  // no memory for the line: nothing to log
+    }
   }
 
   static grpc::ServerUnaryReactor* refuse_unary(grpc::CallbackServerContext* context) {

@@ -677,12 +677,18 @@ TEST(LogSink, TheSinkGetsTheServersLifecycleAndNeverAPayload) {
   }
   ASSERT_FALSE(lines.empty());
   bool listening = false;
+  bool refused = false;
+  bool attached = false;
   for (const auto& [level, line] : lines) {
     EXPECT_EQ(line.find(secret), std::string::npos) << line;
     EXPECT_FALSE(line.ends_with("\n"));
     listening = listening || (level == rx::LogLevel::info && line.find("listening on") != std::string::npos);
+    refused = refused || (level == rx::LogLevel::debug && line.find("refused: INVALID_ARGUMENT") != std::string::npos);
+    attached = attached || (level == rx::LogLevel::debug && line.find("attached") != std::string::npos);
   }
   EXPECT_TRUE(listening);
+  EXPECT_TRUE(refused);
+  EXPECT_TRUE(attached);
 }
 
 TEST(LogSink, QuietByDefaultAndLevelsFilter) {

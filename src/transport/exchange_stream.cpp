@@ -440,7 +440,9 @@ void ExchangeStream::answer(Request& request, grpc::StatusCode code, const std::
 
 void ExchangeStream::queue_reply(std::uint64_t id, grpc::StatusCode code, const std::string& message,
                                  std::string&& reply_json, std::chrono::steady_clock::time_point read_at) {
-  host_.request_replied(code, read_at);
+  if (!finished_) {  // once finished, the server may be gone
+    host_.request_replied(code, read_at);
+  }
   if (broken_ || finished_) {
     return;  // nothing reaches the client any more
   }

@@ -1,6 +1,8 @@
 // The blocking one-liners, built on Client and Server.
 #include <remote_xcomm/blocking.hpp>
 
+#include "observability/log.hpp"
+
 #include "address.hpp"
 #include "client_internal.hpp"
 
@@ -93,7 +95,9 @@ void serve_until_signalled(const ServerOptions& options, const TaskInstanceKey& 
         return;
       } catch (const std::exception& error) {
         // A handler of the application's threw; report it and keep serving, as a server should.
-        std::cerr << "remote_xcomm: loop handler threw: " << error.what() << std::endl;
+        std::string line = "connect_ti_function: a loop handler threw: ";
+        line.append(error.what());
+        detail::log(LogLevel::error, line);
       }
     }
   });

@@ -10,6 +10,7 @@
 #include "client_internal.hpp"
 #include "codec.hpp"
 #include "grpc_callback_threads.hpp"
+#include "observability/server_metrics.hpp"
 #include "xcom/wire.hpp"
 
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
@@ -113,7 +114,49 @@ struct GetStateRpc {
   }
 };
 
+struct StatsRpc {
+  using Request = remote_xcomm::v1::StatsRequest;
+  using Response = remote_xcomm::v1::StatsResponse;
+  using Result = ServerStats;
+  struct Expect {};
+  static void start(Stub& stub, grpc::ClientContext* context, const Request* request, Response* response,
+                    std::function<void(grpc::Status)> done) {
+    stub.async()->Stats(context, request, response, std::move(done));
+  }
+  static grpc::Status decode(Response& response, const Expect& /*expect*/, Result& out) {
+    out = from_proto(response);
+    return grpc::Status::OK;
+  }
+};
+
+struct ListRpc {
+  using Request = remote_xcomm::v1::ListRequest;
+  using Response = remote_xcomm::v1::ListResponse;
+  using Result = EndpointPage;
+  struct Expect {};
+  static void start(Stub& stub, grpc::ClientContext* context, const Request* request, Response* response,
+                    std::function<void(grpc::Status)> done) {
+    stub.async()->List(context, request, response, std::move(done));
+  }
+  static grpc::Status decode(Response& response, const Expect& /*expect*/, Result& out) {
+    out.endpoints.reserve(static_cast<std::size_t>(response.endpoints_size()));
+    for (const remote_xcomm::v1::EndpointInfo& info : response.endpoints()) {
+      bool known = false;
+      out.endpoints.push_back(from_proto(info, &known));
+      if (!known) {
+        return {grpc::StatusCode::INTERNAL, "the server sent task state " + std::to_string(info.state().state()) +
+                                                ", which this client does not know (a newer server?)"};
+      }
+    }
+    out.next_page_token = std::move(*response.mutable_next_page_token());
+    out.total_matching = response.total_matching();
+    return grpc::Status::OK;
+  }
+};
+
 using SendCall = UnaryCall<SendRpc>;
+using StatsCall = UnaryCall<StatsRpc>;
+using ListCall = UnaryCall<ListRpc>;
 using PullCall = UnaryCall<PullRpc>;
 using GetStateCall = UnaryCall<GetStateRpc>;
 
@@ -178,6 +221,32 @@ class ClientImpl {
     auto call = std::make_unique<GetStateCall>(std::move(handler), loop, GetStateRpc::Expect{});
     to_proto(key, *call->request.mutable_task_instance());
     GetStateCall::start(channel, std::move(call), {options.timeout, options.wait_for_ready});
+  }
+
+  static void stats_via(const TargetChannel& channel, const StatsOptions& options, const LoopExecutor* loop,
+                        StatsHandler handler) {
+    auto call = std::make_unique<StatsCall>(std::move(handler), loop, StatsRpc::Expect{});
+    StatsCall::start(channel, std::move(call), {options.timeout, options.wait_for_ready});
+  }
+
+  static void list_via(const TargetChannel& channel, const ListQuery& query, const LoopExecutor* loop,
+                       ListHandler handler) {
+    auto call = std::make_unique<ListCall>(std::move(handler), loop, ListRpc::Expect{});
+    call->request.set_dag_id(query.dag_id);
+    call->request.set_run_id(query.run_id);
+    call->request.set_task_id(query.task_id);
+    call->request.set_page_size(query.page_size);
+    call->request.set_page_token(query.page_token);
+    ListCall::start(channel, std::move(call), {query.timeout, false});
+  }
+
+  void start_stats(std::string_view target, const StatsOptions& options, const LoopExecutor* loop,
+                   StatsHandler handler) {
+    stats_via(channel_for(target), options, loop, std::move(handler));
+  }
+
+  void start_list(std::string_view target, const ListQuery& query, const LoopExecutor* loop, ListHandler handler) {
+    list_via(channel_for(target), query, loop, std::move(handler));
   }
 
   // A watch of `channel`'s target: a stream of its own.
@@ -314,6 +383,15 @@ void Connection::start_get_state(const TaskInstanceKey& key, const GetStateOptio
   detail::ClientImpl::get_state_via(*channel_, key, options, loop, std::move(handler));
 }
 
+void Connection::start_stats(const StatsOptions& options, const LoopExecutor* loop,
+                             detail::StatsHandler handler) const {
+  detail::ClientImpl::stats_via(*channel_, options, loop, std::move(handler));
+}
+
+void Connection::start_list(const ListQuery& query, const LoopExecutor* loop, detail::ListHandler handler) const {
+  detail::ClientImpl::list_via(*channel_, query, loop, std::move(handler));
+}
+
 Watch Connection::watch(const WatchQuery& query) const {
   return {detail::ClientImpl::watch_via(*channel_, query, executor_), executor_};
 }
@@ -333,6 +411,16 @@ void Client::start_pull(std::string_view target, const XComQuery& query, const L
 void Client::start_get_state(std::string_view target, const TaskInstanceKey& key, const GetStateOptions& options,
                              const LoopExecutor* loop, detail::GetStateHandler handler) {
   impl_->start_get_state(target, key, options, loop, std::move(handler));
+}
+
+void Client::start_stats(std::string_view target, const StatsOptions& options, const LoopExecutor* loop,
+                         detail::StatsHandler handler) {
+  impl_->start_stats(target, options, loop, std::move(handler));
+}
+
+void Client::start_list(std::string_view target, const ListQuery& query, const LoopExecutor* loop,
+                        detail::ListHandler handler) {
+  impl_->start_list(target, query, loop, std::move(handler));
 }
 
 Watch Client::watch(std::string_view target, const WatchQuery& query) {

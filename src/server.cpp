@@ -5,6 +5,8 @@
 #include "address.hpp"
 #include "codec.hpp"
 #include "grpc_callback_threads.hpp"
+#include "observability/log.hpp"
+#include "observability/server_metrics.hpp"
 #include "transport/exchange_stream.hpp"
 #include "tsan_annotations.hpp"
 #include "unary_send_call.hpp"
@@ -20,21 +22,28 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/unordered/unordered_flat_set.hpp>
 
+#include <grpcpp/ext/health_check_service_server_builder_option.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <future>
-#include <iostream>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -64,6 +73,81 @@ struct EndpointKeyEqual {
     return view(a) == view(b);
   }
 };
+
+// Turns gRPC's reflection service on or off for one builder. Loading libgrpc++_reflection
+// registers its plugin for every builder of the process (a static initializer calls
+// grpc::reflection::InitProtoReflectionServerBuilderPlugin()), so "on" adds the plugin only when it
+// is missing (two reflection services would fail the build) and "off" removes it.
+class ReflectionSwitch final : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionSwitch(bool on) noexcept : on_(on) {}
+  void UpdateArguments(grpc::ChannelArguments* /*arguments*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    const auto is_reflection = [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+      return plugin->name() == "proto_server_reflection";
+    };
+    if (!on_) {
+      std::erase_if(*plugins, is_reflection);
+    } else if (std::none_of(plugins->begin(), plugins->end(), is_reflection)) {
+      plugins->push_back(std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
+    }
+  }
+
+ private:
+  bool on_;
+};
+
+// gRPC turns its default health service on with a process-wide flag, read when a server starts.
+// Set only around our own start, under this mutex, so that the application's other servers keep
+// the setting it chose.
+std::mutex health_flag_mutex;
+
+// Where a List page starts: after this key, in the order (dag_id, run_id, task_id, map_index).
+// The page token is this key as JSON text, ["dag", "run", "task", 3]: UTF-8 (a proto3 string), and
+// meaningful only to the server that made it.
+struct ListCursor {
+  std::string dag_id;
+  std::string run_id;
+  std::string task_id;
+  int map_index = -1;
+};
+
+using ListOrder = std::tuple<std::string_view, std::string_view, std::string_view, int>;
+
+[[nodiscard]] ListOrder list_order(const TaskInstanceKey& key) noexcept {
+  return {key.dag_id, key.run_id, key.task_id, key.map_index};
+}
+
+[[nodiscard]] std::string list_token(const TaskInstanceKey& key) {
+  boost::json::array token;
+  token.emplace_back(key.dag_id);
+  token.emplace_back(key.run_id);
+  token.emplace_back(key.task_id);
+  token.emplace_back(key.map_index);
+  return boost::json::serialize(token);
+}
+
+[[nodiscard]] std::optional<ListCursor> parse_list_token(std::string_view text) {
+  boost::system::error_code error;
+  const boost::json::value value = boost::json::parse(text, error);
+  if (error || !value.is_array() || value.as_array().size() != 4) {
+    return std::nullopt;
+  }
+  const boost::json::array& parts = value.as_array();
+  if (!parts[0].is_string() || !parts[1].is_string() || !parts[2].is_string() || !parts[3].is_int64()) {
+    return std::nullopt;
+  }
+  const std::int64_t map_index = parts[3].as_int64();
+  if (map_index < std::numeric_limits<int>::min() || map_index > std::numeric_limits<int>::max()) {
+    return std::nullopt;
+  }
+  return ListCursor{std::string(parts[0].as_string()), std::string(parts[1].as_string()),
+                    std::string(parts[2].as_string()), static_cast<int>(map_index)};
+}
+
+constexpr std::uint32_t LIST_DEFAULT_PAGE = 1000;
+constexpr std::uint32_t LIST_MAX_PAGE = 10000;
+constexpr std::string_view SERVICE_NAME = "remote_xcomm.v1.RemoteXComm";
 
 class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
                          public CallObserver,
@@ -106,20 +190,46 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       return true;
     });
     hold_grpc_callback_threads();  // the Server may be destroyed on one of gRPC's threads
+    metrics_.mark_started();
     grpc::ServerBuilder builder;
     builder.AddListeningPort(listening_address(), grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(this);
     builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
     builder.SetMaxSendMessageSize(options_.max_message_bytes);
+    builder.SetOption(std::make_unique<ReflectionSwitch>(options_.reflection));
+    if (!options_.health_check_service) {
+      // A null service turns gRPC's default one off for this server, whatever the process flag says.
+      builder.SetOption(std::make_unique<grpc::HealthCheckServiceServerBuilderOption>(nullptr));
+    }
     handed_to_grpc(this);  // its calls into Send and Exchange see it constructed
-    server_ = builder.BuildAndStart();
+    {
+      const std::lock_guard health_lock(health_flag_mutex);
+      const bool process_setting = grpc::DefaultHealthCheckServiceEnabled();
+      grpc::EnableDefaultHealthCheckService(options_.health_check_service || process_setting);
+      server_ = builder.BuildAndStart();
+      grpc::EnableDefaultHealthCheckService(process_setting);
+    }
     if (!server_ || port_ <= 0) {
       server_.reset();
-      throw std::runtime_error("rx::Server cannot listen on " + listening_address() +
-                               " (gRPC's log says why: an address in use, a bad path or a malformed address)");
+      std::string message = "rx::Server cannot listen on ";
+      message.append(listening_address())
+          .append(" (gRPC's log says why: an address in use, a bad path or a malformed address)");
+      log(LogLevel::error, message);
+      throw std::runtime_error(message);
     }
     if (is_unix_address(options_.address)) {
       port_ = 0;  // gRPC reports 1 for a Unix socket's "port"
+    }
+    if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService(); health != nullptr) {
+      // "" (the whole server) is SERVING from the start; our service by name too.
+      health->SetServingStatus(std::string(SERVICE_NAME), true);
+    }
+    if (log_enabled(LogLevel::info)) {
+      std::string line = "server listening on ";
+      line.append(target());
+      line.append(options_.health_check_service ? " (health service on" : " (health service off");
+      line.append(options_.reflection ? ", reflection on)" : ", reflection off)");
+      log(LogLevel::info, line);
     }
     work_.emplace(loop_->context().get_executor());  // the loop must run until gRPC has drained
     phase_ = Phase::serving;
@@ -145,6 +255,8 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     // count only decides whether to refuse, and refused calls count until they are finished a
     // few lines below, so a burst may be refused a little early, never admitted over the limit.
     if (in_flight >= options_.max_requests_in_flight) {
+      // Logged first: once the call is finished, gRPC may free the request.
+      log_refusal(request->key(), "RESOURCE_EXHAUSTED (max_requests_in_flight)");
       call->fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, in_flight_refusal_));
       return reactor;
     }
@@ -152,6 +264,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     std::string error;
     // Parsed here, on the gRPC thread, so that bad input is refused without touching the loop.
     if (!parse_json_object(request->payload_json(), options_.max_json_depth, payload, error)) {
+      log_refusal(request->key(), "INVALID_ARGUMENT (the payload is not a JSON object, or nests too deeply)");
       call->fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
       return reactor;
     }
@@ -165,6 +278,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       grpc::CallbackServerContext* context) override {
     back_from_grpc(this);
     if (stopping_.load(std::memory_order_acquire)) {
+      metrics_.record_code(Method::exchange, grpc::StatusCode::UNAVAILABLE);
       return new RefusedStream(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
     }
     StreamLimits limits;
@@ -178,23 +292,26 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
                                  remote_xcomm::v1::PullResponse* response) override {
     back_from_grpc(this);
     if (stopping_.load(std::memory_order_acquire)) {
+      metrics_.record_code(Method::pull, grpc::StatusCode::UNAVAILABLE);
       return refuse_unary(context);
     }
-    return start_pull(context, *request, response, xcoms_, executor_);
+    return start_pull(context, *request, response, xcoms_, executor_, &metrics_);
   }
 
   grpc::ServerUnaryReactor* GetState(grpc::CallbackServerContext* context,
                                      const remote_xcomm::v1::GetStateRequest* request,
                                      remote_xcomm::v1::TaskStateInfo* response) override {
     back_from_grpc(this);
+    const auto started = std::chrono::steady_clock::now();
     grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
     if (stopping_.load(std::memory_order_acquire)) {
+      metrics_.record(Method::get_state, grpc::StatusCode::UNAVAILABLE, started);
       reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
       return reactor;
     }
     // The request and response live until Finish, which the job calls; the service until the
     // drain, which waits for every call.
-    detail::hand_off(executor_, [this, reactor, request, response] {
+    detail::hand_off(executor_, [this, reactor, request, response, started] {
       const TaskInstanceKeyView key = view_of(request->task_instance());
       std::optional<TaskStateInfo> state = xcoms_->state(key);
       if (!state) {
@@ -205,23 +322,136 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
         }
       }
       if (!state) {
+        metrics_.record(Method::get_state, grpc::StatusCode::NOT_FOUND, started);
         reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "the server knows nothing of " + to_string(key) +
                                                                       " (never attached here, or past its retention)"));
         return;
       }
       to_proto(*state, *response);
+      metrics_.record(Method::get_state, grpc::StatusCode::OK, started);
       reactor->Finish(grpc::Status::OK);
     });
     return reactor;
+  }
+
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context, const remote_xcomm::v1::ListRequest* request,
+                                 remote_xcomm::v1::ListResponse* response) override {
+    back_from_grpc(this);
+    const auto started = std::chrono::steady_clock::now();
+    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
+    std::optional<ListCursor> after;
+    if (!request->page_token().empty()) {
+      after = parse_list_token(request->page_token());
+      if (!after) {
+        metrics_.record(Method::list, grpc::StatusCode::INVALID_ARGUMENT, started);
+        reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                     "page_token is not a token this server made (pass next_page_token as it came)"));
+        return reactor;
+      }
+    }
+    // Answered during a shutdown too: what is still attached. The request and response live until
+    // Finish; the service until gRPC's drain, which waits for every call.
+    detail::hand_off(executor_, [this, reactor, request, response, after = std::move(after), started] {
+      list(*request, after, *response);
+      metrics_.record(Method::list, grpc::StatusCode::OK, started);
+      reactor->Finish(grpc::Status::OK);
+    });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* context,
+                                  const remote_xcomm::v1::StatsRequest* /*request*/,
+                                  remote_xcomm::v1::StatsResponse* response) override {
+    back_from_grpc(this);
+    const auto started = std::chrono::steady_clock::now();
+    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
+    detail::hand_off(executor_, [this, reactor, response, started] {
+      to_proto(stats_on_loop(), *response);
+      metrics_.record(Method::stats, grpc::StatusCode::OK, started);
+      reactor->Finish(grpc::Status::OK);
+    });
+    return reactor;
+  }
+
+  // On the loop: the counters and the loop's own figures.
+  [[nodiscard]] ServerStats stats_on_loop() const {
+    ServerStats stats;
+    metrics_.snapshot(stats);
+    stats.endpoints = endpoints_.size();
+    stats.requests_in_flight = unfinished_calls_.load(std::memory_order_relaxed);
+    for (const auto& endpoint : endpoints_) {
+      stats.queued_requests += endpoint->queued();
+    }
+    stats.exchange_streams = streams_.size();
+    return stats;
+  }
+
+  ServerStats stats() {
+    return on_loop([&] { return stats_on_loop(); });
+  }
+
+  // On the loop: one page of the endpoints that match, after `after`, in key order. Linear in the
+  // endpoints hosted, and the page is chosen with a partial sort, so a page costs O(n log page)
+  // whatever its position; no state is kept between pages.
+  void list(const remote_xcomm::v1::ListRequest& request, const std::optional<ListCursor>& after,
+            remote_xcomm::v1::ListResponse& response) {
+    const std::uint32_t page_size =
+        request.page_size() == 0 ? LIST_DEFAULT_PAGE : std::min(request.page_size(), LIST_MAX_PAGE);
+    std::optional<ListOrder> start;
+    if (after) {
+      start.emplace(after->dag_id, after->run_id, after->task_id, after->map_index);
+    }
+    std::vector<const EndpointState*> candidates;
+    std::uint64_t total = 0;
+    for (const auto& endpoint : endpoints_) {
+      const TaskInstanceKey& key = endpoint->key();
+      if ((!request.dag_id().empty() && key.dag_id != request.dag_id()) ||
+          (!request.run_id().empty() && key.run_id != request.run_id()) ||
+          (!request.task_id().empty() && key.task_id != request.task_id())) {
+        continue;
+      }
+      ++total;
+      if (start && !(list_order(key) > *start)) {
+        continue;
+      }
+      candidates.push_back(endpoint.get());
+    }
+    const auto by_key = [](const EndpointState* a, const EndpointState* b) {
+      return list_order(a->key()) < list_order(b->key());
+    };
+    const std::size_t taken = std::min<std::size_t>(candidates.size(), page_size);
+    std::partial_sort(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(taken), candidates.end(),
+                      by_key);
+    response.mutable_endpoints()->Reserve(static_cast<int>(taken));
+    for (std::size_t i = 0; i < taken; ++i) {
+      const EndpointState& endpoint = *candidates[i];
+      EndpointInfo info;
+      if (std::optional<TaskStateInfo> state = xcoms_->state(endpoint.key().view())) {
+        info.state = std::move(*state);
+      } else {
+        // No record: attached and never changed state (records are made on first use).
+        info.state.task_instance = endpoint.key();
+        info.state.state = TaskState::idle;
+        info.state.attempt = endpoint.attempt_without_record();
+      }
+      info.queued_requests = endpoint.queued();
+      info.holding_request = endpoint.holding_request();
+      to_proto(info, *response.add_endpoints());
+    }
+    if (candidates.size() > taken) {
+      response.set_next_page_token(list_token(candidates[taken - 1]->key()));
+    }
+    response.set_total_matching(total);
   }
 
   grpc::ServerWriteReactor<remote_xcomm::v1::WatchResponse>* Watch(
       grpc::CallbackServerContext* context, const remote_xcomm::v1::WatchRequest* request) override {
     back_from_grpc(this);
     if (stopping_.load(std::memory_order_acquire)) {
+      metrics_.record_code(Method::watch, grpc::StatusCode::UNAVAILABLE);
       return new RefusedWatch(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
     }
-    return start_watch(context, *request, xcoms_, executor_);
+    return start_watch(context, *request, xcoms_, executor_, &metrics_);
   }
 
   // ---- StreamHost ------------------------------------------------------------------------------
@@ -237,7 +467,10 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     return unfinished_calls_.load(std::memory_order_relaxed) > options_.max_requests_in_flight;
   }
   void request_started() noexcept override { unfinished_calls_.fetch_add(1, std::memory_order_relaxed); }
-  void request_finished() noexcept override { on_call_finished(); }
+  void request_finished() noexcept override { call_finished(); }
+  void request_replied(grpc::StatusCode code, std::chrono::steady_clock::time_point read_at) noexcept override {
+    metrics_.record(Method::exchange, code, read_at);
+  }
   void route(TaskInstanceKeyView key, PendingReplyPtr reply, boost::json::object&& payload) override {
     route_to_endpoint(key, std::move(reply), std::move(payload));
   }
@@ -250,7 +483,12 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   }
   void stream_closed(ExchangeStream& stream) noexcept override { streams_.erase(&stream); }
 
-  void on_call_finished() noexcept override {
+  void on_call_finished(grpc::StatusCode code, std::chrono::steady_clock::time_point started) noexcept override {
+    metrics_.record(Method::send, code, started);
+    call_finished();
+  }
+
+  void call_finished() noexcept {
     if (unfinished_calls_.fetch_sub(1, std::memory_order_acq_rel) == 1 && stopping_.load(std::memory_order_acquire)) {
       // Through the mutex, so the draining thread cannot miss it between its check and its wait.
       const std::lock_guard lock(mutex_);
@@ -270,6 +508,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       auto endpoint = std::make_shared<EndpointState>(executor_, std::move(key), std::move(task), on_task_error_,
                                                       options_.max_queued_requests);
       endpoint->bind_xcoms(xcoms_, record, std::max<std::uint32_t>(attach_options.try_number.value_or(1), 1));
+      if (log_enabled(LogLevel::debug)) {
+        std::string line = "endpoint ";
+        line.append(to_string(endpoint->key())).append(" attached");
+        log(LogLevel::debug, line);
+      }
       endpoints_.insert(std::move(endpoint));
       return true;
     });
@@ -287,6 +530,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       endpoint->close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "endpoint " + to_string(key) + " was detached"));
       xcoms_->detach(*record);
       arm_retention_timer();
+      if (log_enabled(LogLevel::debug)) {
+        std::string line = "endpoint ";
+        line.append(to_string(key)).append(" detached");
+        log(LogLevel::debug, line);
+      }
       return true;
     });
   }
@@ -345,9 +593,12 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     } catch (const std::exception& error) {
       // Only starting the draining thread can fail (out of threads or memory). Keep the service
       // alive for gRPC rather than free it under a running grpc::Server.
-      std::cerr << "rx::Server: could not shut down (" << error.what() << "); leaking the server\n";
+      std::string line = "rx::Server: could not shut down (";
+      line.append(error.what()).append("); leaking the server");
+      log(LogLevel::error, line);
       leak_ = shared_from_this();
     } catch (...) {
+      log(LogLevel::error, "rx::Server: could not shut down; leaking the server");
       leak_ = shared_from_this();
     }
   }
@@ -403,6 +654,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
           deadline_ = deadline;
           // New calls are refused from here on, on gRPC's thread; the loop is not needed for that.
           stopping_.store(true, std::memory_order_release);
+          // Health checks answer NOT_SERVING from now on, so that load balancers move away
+          // while the grace period lets the last requests finish.
+          if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService(); health != nullptr) {
+            health->Shutdown();
+          }
           must_drain = true;
           [[fallthrough]];
         case Phase::draining:
@@ -456,6 +712,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
              std::chrono::steady_clock::now() < self->deadline_) {
         self->changed_.wait_until(lock, self->deadline_);
       }
+    }
+    if (log_enabled(LogLevel::info)) {
+      std::string line = "server on ";
+      line.append(self->target()).append(" shutting down: closing its endpoints");
+      log(LogLevel::info, line);
     }
     // Runs on this thread when the loop is free, so this works with nobody running the
     // io_context; waited for so that shutdown() returns with every endpoint gone.
@@ -549,6 +810,20 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     (*it)->deliver(std::move(reply), std::move(payload));
   }
 
+  // Debug: a Send refused on gRPC's thread. The key and the reason only: the parser's message may
+  // quote the payload, which never goes into a log line.
+  static void log_refusal(const remote_xcomm::v1::TaskInstanceKey& key, std::string_view reason) noexcept {
+    if (!log_enabled(LogLevel::debug)) {
+      return;
+    }
+    try {
+      std::string line = "Send to ";
+      line.append(to_string(view_of(key))).append(" refused: ").append(reason);
+      log(LogLevel::debug, line);
+    } catch (...) {  // no memory for the line: nothing to log
+    }
+  }
+
   static grpc::ServerUnaryReactor* refuse_unary(grpc::CallbackServerContext* context) {
     grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
@@ -625,6 +900,8 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   std::unique_ptr<grpc::Server> server_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::shared_ptr<ServerImpl> leak_;  // only if a shutdown could not be started
+  // Counters, any thread (relaxed atomics). Outlives every call's finish, as the service does.
+  ServerMetrics metrics_;
 
   // Loop state.
   // A set of the endpoints, looked up by key view: each key is stored once, in its endpoint, and a
@@ -664,6 +941,7 @@ bool Server::attach(TaskInstanceKey key, Task task, AttachOptions options) {
 bool Server::detach(const TaskInstanceKey& key) { return impl_->detach(key); }
 std::size_t Server::endpoint_count() const { return impl_->endpoint_count(); }
 std::size_t Server::requests_in_flight() const noexcept { return impl_->requests_in_flight(); }
+ServerStats Server::stats() const { return impl_->stats(); }
 void Server::shutdown() { impl_->shutdown(); }
 Server::executor_type Server::get_executor() const noexcept { return impl_->executor(); }
 

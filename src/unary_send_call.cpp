@@ -20,7 +20,8 @@ UnarySendCall::UnarySendCall(grpc::CallbackServerContext* context, remote_xcomm:
       response_(response),
       loop_(std::move(loop)),
       observer_(observer),
-      max_reply_bytes_(max_reply_bytes) {}
+      max_reply_bytes_(max_reply_bytes),
+      started_(std::chrono::steady_clock::now()) {}
 
 void UnarySendCall::last_reference_dropped() noexcept {
   if (!finished_) {
@@ -136,7 +137,7 @@ void UnarySendCall::finish(grpc::Status status) noexcept {
   // Before Finish: the server waits for this count before it lets gRPC's Shutdown() return, so
   // the observer is alive until the call is finished, not after.
   if (observer_ != nullptr) {
-    observer_->on_call_finished();
+    observer_->on_call_finished(status.error_code(), started_);
   }
   Finish(std::move(status));  // a move: nothing here may throw; OnDone may follow at once
 }

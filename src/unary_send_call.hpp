@@ -8,6 +8,7 @@
 #include <grpcpp/support/server_callback.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 
 namespace grpc {
@@ -17,10 +18,11 @@ class CallbackServerContext;
 namespace rx::detail {
 
 /// Told when a call is finished, just before gRPC is: the server counts its unfinished calls so
-/// that a graceful shutdown knows when every request has its status. Any thread.
+/// that a graceful shutdown knows when every request has its status, and its status and latency
+/// (from `started`, the call's arrival) for Stats. Any thread.
 class CallObserver {
  public:
-  virtual void on_call_finished() noexcept = 0;
+  virtual void on_call_finished(grpc::StatusCode code, std::chrono::steady_clock::time_point started) noexcept = 0;
 
  protected:
   ~CallObserver() = default;
@@ -76,7 +78,8 @@ class UnarySendCall final : public PendingReply, public grpc::ServerUnaryReactor
   LoopExecutor loop_;
   CallObserver* observer_;
   std::size_t max_reply_bytes_;
-  std::atomic<int> parts_{2};  // the references and gRPC's reactor: freed when both are done
+  std::chrono::steady_clock::time_point started_;  // the call's arrival: its latency counts from here
+  std::atomic<int> parts_{2};                      // the references and gRPC's reactor: freed when both are done
   bool finished_ = false;
 };
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/stats.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
 #include <remote_xcomm/watch.hpp>
 #include <remote_xcomm/xcom.hpp>
@@ -32,6 +33,8 @@ struct TargetChannel;
 using SendHandler = boost::asio::any_completion_handler<void(grpc::Status, boost::json::object)>;
 using PullHandler = boost::asio::any_completion_handler<void(grpc::Status, std::vector<XCom>)>;
 using GetStateHandler = boost::asio::any_completion_handler<void(grpc::Status, TaskStateInfo)>;
+using StatsHandler = boost::asio::any_completion_handler<void(grpc::Status, ServerStats)>;
+using ListHandler = boost::asio::any_completion_handler<void(grpc::Status, EndpointPage)>;
 }  // namespace detail
 
 /// Options of one send.
@@ -53,6 +56,14 @@ struct SendOptions {
 struct GetStateOptions {
   /// The call's deadline, measured from when it starts; past it the call fails with
   /// DEADLINE_EXCEEDED. `std::nullopt` (rx::no_deadline): none.
+  std::optional<std::chrono::milliseconds> timeout{std::chrono::seconds(30)};
+  /// gRPC's wait-for-ready, as SendOptions::wait_for_ready.
+  bool wait_for_ready = false;
+};
+
+/// Options of one stats call (Client::stats, Connection::stats).
+struct StatsOptions {
+  /// The call's deadline, measured from when it starts; `std::nullopt`: none.
   std::optional<std::chrono::milliseconds> timeout{std::chrono::seconds(30)};
   /// gRPC's wait-for-ready, as SendOptions::wait_for_ready.
   bool wait_for_ready = false;
@@ -180,6 +191,28 @@ class Connection {
     return get_state(key, GetStateOptions{}, std::forward<CompletionToken>(token));
   }
 
+  /// As Client::stats(target, options, token), to this Connection's target.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto stats(StatsOptions options, CompletionToken&& token = {}) const {
+    return boost::asio::async_initiate<CompletionToken, void(grpc::Status, ServerStats)>(
+        [this](auto handler, const StatsOptions& with) {
+          const auto executor = boost::asio::get_associated_executor(handler, executor_);
+          start_stats(with, detail::loop_executor_of(executor), detail::StatsHandler(std::move(handler)));
+        },
+        token, options);
+  }
+
+  /// As Client::list(target, query, token), to this Connection's target.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto list(const ListQuery& query, CompletionToken&& token = {}) const {
+    return boost::asio::async_initiate<CompletionToken, void(grpc::Status, EndpointPage)>(
+        [this](auto handler, const ListQuery& what) {
+          const auto executor = boost::asio::get_associated_executor(handler, executor_);
+          start_list(what, detail::loop_executor_of(executor), detail::ListHandler(std::move(handler)));
+        },
+        token, query);
+  }
+
   /// As Client::watch(target, query), on this Connection's target.
   [[nodiscard]] Watch watch(const WatchQuery& query) const;
 
@@ -198,6 +231,8 @@ class Connection {
   void start_pull(const XComQuery& query, const LoopExecutor* loop, detail::PullHandler handler) const;
   void start_get_state(const TaskInstanceKey& key, const GetStateOptions& options, const LoopExecutor* loop,
                        detail::GetStateHandler handler) const;
+  void start_stats(const StatsOptions& options, const LoopExecutor* loop, detail::StatsHandler handler) const;
+  void start_list(const ListQuery& query, const LoopExecutor* loop, detail::ListHandler handler) const;
 
   std::shared_ptr<detail::TargetChannel> channel_;
   LoopExecutor executor_;
@@ -342,6 +377,54 @@ class Client {
     return get_state(target, key, GetStateOptions{}, std::forward<CompletionToken>(token));
   }
 
+  /// The counters of the server at `target` (its `Stats` RPC): one unary call, whatever
+  /// ClientOptions::transport. Render them with rx::to_text or rx::to_prometheus.
+  ///
+  /// Completion signature: `void(grpc::Status, rx::ServerStats)`; the counters when the status is
+  /// OK, an empty ServerStats otherwise. Fails as get_state does (UNAVAILABLE, DEADLINE_EXCEEDED
+  /// past `options.timeout`, RESOURCE_EXHAUSTED), and with UNIMPLEMENTED from a server older than
+  /// the `Stats` RPC.
+  ///
+  /// Cancellation (any type): cancels the RPC (`ClientContext::TryCancel`); the operation then
+  /// completes with CANCELLED, unless the response was already on its way.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto stats(std::string_view target, StatsOptions options, CompletionToken&& token = {}) {
+    return boost::asio::async_initiate<CompletionToken, void(grpc::Status, ServerStats)>(
+        [this](auto handler, std::string_view to, const StatsOptions& with) {
+          const auto executor = boost::asio::get_associated_executor(handler, executor_);
+          start_stats(to, with, detail::loop_executor_of(executor), detail::StatsHandler(std::move(handler)));
+        },
+        token, std::string(target), options);
+  }
+
+  /// stats() with default StatsOptions (a 30 s deadline).
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto stats(std::string_view target, CompletionToken&& token = {}) {
+    return stats(target, StatsOptions{}, std::forward<CompletionToken>(token));
+  }
+
+  /// One page of the endpoints hosted by the server at `target` (its `List` RPC), filtered by
+  /// `query`, in key order; pass the page's `next_page_token` as `query.page_token` for the next
+  /// one. One unary call, whatever ClientOptions::transport; `query` is copied before list()
+  /// returns, and `query.timeout` is the call's deadline.
+  ///
+  /// Completion signature: `void(grpc::Status, rx::EndpointPage)`; the page when the status is OK,
+  /// an empty one otherwise. Besides the server's INVALID_ARGUMENT (a page token it did not make),
+  /// fails as get_state does, with UNIMPLEMENTED from a server older than the `List` RPC, and with
+  /// INTERNAL when an endpoint's state is one this client does not know.
+  ///
+  /// Cancellation (any type): cancels the RPC (`ClientContext::TryCancel`); the operation then
+  /// completes with CANCELLED, unless the response was already on its way.
+  template <typename CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto list(std::string_view target, const ListQuery& query, CompletionToken&& token = {}) {
+    return boost::asio::async_initiate<CompletionToken, void(grpc::Status, EndpointPage)>(
+        [this](auto handler, std::string_view to, const ListQuery& what) {
+          const auto executor = boost::asio::get_associated_executor(handler, executor_);
+          start_list(to, what, detail::loop_executor_of(executor), detail::ListHandler(std::move(handler)));
+        },
+        token, std::string(target), query);
+  }
+
   /// Opens a Watch stream on the server at `target` for what `query` selects, and returns its
   /// handle; take the events with Watch::next(). The stream starts at once and has no deadline:
   /// it lives until the server ends it, the connection breaks, or the Watch is cancelled or
@@ -368,6 +451,10 @@ class Client {
                   detail::PullHandler handler);
   void start_get_state(std::string_view target, const TaskInstanceKey& key, const GetStateOptions& options,
                        const LoopExecutor* loop, detail::GetStateHandler handler);
+  void start_stats(std::string_view target, const StatsOptions& options, const LoopExecutor* loop,
+                   detail::StatsHandler handler);
+  void start_list(std::string_view target, const ListQuery& query, const LoopExecutor* loop,
+                  detail::ListHandler handler);
 
   std::unique_ptr<detail::ClientImpl> impl_;
   LoopExecutor executor_;

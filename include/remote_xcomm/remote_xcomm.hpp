@@ -6,9 +6,11 @@
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/error.hpp>
 #include <remote_xcomm/fan_out.hpp>
+#include <remote_xcomm/log.hpp>
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/request.hpp>
 #include <remote_xcomm/server.hpp>
+#include <remote_xcomm/stats.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
 #include <remote_xcomm/watch.hpp>
 #include <remote_xcomm/xcom.hpp>

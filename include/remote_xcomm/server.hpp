@@ -4,6 +4,7 @@
 #include <remote_xcomm/detail/endpoint_state.hpp>
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/stats.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
 #include <remote_xcomm/xcom.hpp>
 
@@ -86,6 +87,21 @@ struct ServerOptions {
   /// Asio does with a handler's exception: catch it there (and run again) to keep serving. An
   /// exception thrown by the hook itself is rethrown there too.
   std::function<void(const TaskInstanceKey&, std::exception_ptr)> on_task_error;
+
+  // ---- Introspection (docs/protocol.md, "Health, reflection, List and Stats") ----
+
+  /// Serve gRPC's standard health checking service (`grpc.health.v1.Health`): the whole server
+  /// ("") and "remote_xcomm.v1.RemoteXComm" answer SERVING while the server serves, NOT_SERVING
+  /// from the moment its shutdown begins (so that load balancers move away during the grace
+  /// period). gRPC's own implementation (callback API); off: the service is not registered.
+  bool health_check_service = true;
+  /// Serve gRPC's server reflection (`grpc.reflection.v1alpha.ServerReflection`, from
+  /// libgrpc++_reflection), so that generic tools (grpcurl, grpc_cli, Postman) list and call the
+  /// services without the proto file. gRPC implements it with its synchronous API, which gives
+  /// the server a small pool of threads of its own for reflection calls; turn it off where that
+  /// matters. (Linking libgrpc++_reflection, as this library does, registers reflection for
+  /// every gRPC server the process builds; `false` removes it from this one.)
+  bool reflection = true;
 
   // ---- XComs (docs/xcoms.md) ----
 
@@ -192,6 +208,11 @@ class Server {
   /// ServerOptions::max_requests_in_flight bounds. Any thread; a snapshot (one relaxed load), for
   /// monitoring and tests.
   [[nodiscard]] std::size_t requests_in_flight() const noexcept;
+  /// A snapshot of the server's counters: what the `Stats` RPC answers (calls by method and status,
+  /// latency histograms, requests in flight and queued, endpoints, open streams). Any thread; it
+  /// runs on the loop (inline when the loop is idle, as endpoint_count() does) and is linear in the
+  /// number of endpoints (it sums their queues). Render it with rx::to_text or rx::to_prometheus.
+  [[nodiscard]] ServerStats stats() const;
 
   /// Shuts down at once: stops accepting, fails every queued or held request with UNAVAILABLE,
   /// cancels running tasks, and blocks until gRPC has finished every call. Idempotent; safe to

@@ -39,10 +39,12 @@ std::string cancelled_message(std::uint64_t id) { return "the caller cancelled r
 class ExchangeStream::Request final : public PendingReply, public boost::intrusive::set_base_hook<> {
  public:
   Request(ExchangeStream& stream, std::uint64_t id, std::optional<std::chrono::steady_clock::time_point> expires,
-          std::optional<std::chrono::system_clock::time_point> deadline) noexcept
-      : stream_(&stream), id_(id), expires_(expires), deadline_(deadline) {}
+          std::optional<std::chrono::system_clock::time_point> deadline,
+          std::chrono::steady_clock::time_point read_at) noexcept
+      : stream_(&stream), id_(id), expires_(expires), deadline_(deadline), read_at_(read_at) {}
 
   [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  [[nodiscard]] std::chrono::steady_clock::time_point read_at() const noexcept { return read_at_; }
 
   /// A reference, unless the last one was already dropped (its answer is on its way to the loop).
   [[nodiscard]] PendingReplyPtr acquire() noexcept {
@@ -135,6 +137,7 @@ class ExchangeStream::Request final : public PendingReply, public boost::intrusi
   std::uint64_t id_;
   std::optional<std::chrono::steady_clock::time_point> expires_;
   std::optional<std::chrono::system_clock::time_point> deadline_;
+  std::chrono::steady_clock::time_point read_at_;  // its latency (Stats) counts from here
   bool finished_ = false;
 };
 
@@ -253,13 +256,13 @@ void ExchangeStream::take_batch(ReadBatch& batch) {
     const ExchangeFrame& frame = batch.message.frames(i);
     const auto at = static_cast<std::size_t>(i);
     if (frame.cancel()) {
-      take_cancel(frame.id());
+      take_cancel(frame.id(), batch.read_at);
       continue;
     }
     if (in_flight_.contains(frame.id())) {
       // The request already in flight under this id goes on; this frame is refused.
       queue_reply(frame.id(), grpc::StatusCode::ALREADY_EXISTS,
-                  "request " + std::to_string(frame.id()) + " is already in flight on this stream", {});
+                  "request " + std::to_string(frame.id()) + " is already in flight on this stream", {}, batch.read_at);
       continue;
     }
     // Counted before the checks, as Send counts its call before it looks at the server's state:
@@ -282,7 +285,7 @@ void ExchangeStream::take_batch(ReadBatch& batch) {
     }
     if (refused) {
       host_.request_finished();
-      queue_reply(frame.id(), refused->error_code(), refused->error_message(), {});
+      queue_reply(frame.id(), refused->error_code(), refused->error_message(), {}, batch.read_at);
       continue;
     }
     take_request(frame.id(), view_of(frame.key()), std::move(batch.payloads[at]), frame.timeout_ms(), batch.read_at);
@@ -310,10 +313,10 @@ void ExchangeStream::take_request(std::uint64_t id, TaskInstanceKeyView key, boo
   }
   Request* request = nullptr;
   try {
-    request = new Request(*this, id, expires, deadline);
+    request = new Request(*this, id, expires, deadline, read_at);
   } catch (...) {
     host_.request_finished();
-    queue_reply(id, grpc::StatusCode::RESOURCE_EXHAUSTED, "the server is out of memory", {});
+    queue_reply(id, grpc::StatusCode::RESOURCE_EXHAUSTED, "the server is out of memory", {}, read_at);
     return;
   }
   PendingReplyPtr reply(request);
@@ -328,12 +331,13 @@ void ExchangeStream::take_request(std::uint64_t id, TaskInstanceKeyView key, boo
   host_.route(key, std::move(reply), std::move(payload));
 }
 
-void ExchangeStream::take_cancel(std::uint64_t id) {
+void ExchangeStream::take_cancel(std::uint64_t id, std::chrono::steady_clock::time_point read_at) {
   const auto it = in_flight_.find(id);
   if (it == in_flight_.end()) {
     // Answered already (its reply may be on its way) or never sent: the client ignores a reply
     // for an id it no longer waits for.
-    queue_reply(id, grpc::StatusCode::NOT_FOUND, "no request " + std::to_string(id) + " in flight on this stream", {});
+    queue_reply(id, grpc::StatusCode::NOT_FOUND, "no request " + std::to_string(id) + " in flight on this stream", {},
+                read_at);
     return;
   }
   if (const PendingReplyPtr request = it->second->acquire()) {
@@ -425,7 +429,7 @@ void ExchangeStream::answer(Request& request, grpc::StatusCode code, const std::
     deadlines_->erase(deadlines_->iterator_to(request));
   }
   host_.request_finished();
-  queue_reply(request.id(), code, message, std::move(reply_json));
+  queue_reply(request.id(), code, message, std::move(reply_json), request.read_at());
   if (read_paused_) {
     read_on();
   }
@@ -435,7 +439,10 @@ void ExchangeStream::answer(Request& request, grpc::StatusCode code, const std::
 }
 
 void ExchangeStream::queue_reply(std::uint64_t id, grpc::StatusCode code, const std::string& message,
-                                 std::string&& reply_json) {
+                                 std::string&& reply_json, std::chrono::steady_clock::time_point read_at) {
+  if (!finished_) {  // once finished, the server may be gone
+    host_.request_replied(code, read_at);
+  }
   if (broken_ || finished_) {
     return;  // nothing reaches the client any more
   }

@@ -46,6 +46,9 @@ class StreamHost {
   /// Any thread: a request was taken in / has its status. A graceful shutdown waits for them.
   virtual void request_started() noexcept = 0;
   virtual void request_finished() noexcept = 0;
+  /// Loop: a reply frame with `code` is queued for a request (or a frame) read at `read_at`;
+  /// every frame's outcome passes here once, for Stats.
+  virtual void request_replied(grpc::StatusCode code, std::chrono::steady_clock::time_point read_at) noexcept = 0;
   /// Loop: delivers a request to its endpoint, or fails it (NOT_FOUND, UNAVAILABLE).
   virtual void route(TaskInstanceKeyView key, PendingReplyPtr reply, boost::json::object&& payload) = 0;
   /// Loop: the stream is tracked from here until it is closed, so that a shutdown can end it.
@@ -139,14 +142,15 @@ class ExchangeStream final
   void take_batch(ReadBatch& batch);
   void take_request(std::uint64_t id, TaskInstanceKeyView key, boost::json::object&& payload, std::uint64_t timeout_ms,
                     std::chrono::steady_clock::time_point read_at);
-  void take_cancel(std::uint64_t id);
+  void take_cancel(std::uint64_t id, std::chrono::steady_clock::time_point read_at);
   void read_on();
   void reads_ended();
   void write_done(bool ok);
   void break_stream(const grpc::Status& for_requests, grpc::Status for_stream);
   /// A request's status is decided: queue its reply frame, let the stream read on.
   void answer(Request& request, grpc::StatusCode code, const std::string& message, std::string&& reply_json);
-  void queue_reply(std::uint64_t id, grpc::StatusCode code, const std::string& message, std::string&& reply_json);
+  void queue_reply(std::uint64_t id, grpc::StatusCode code, const std::string& message, std::string&& reply_json,
+                   std::chrono::steady_clock::time_point read_at);
   void schedule_flush();
   void scheduled_flush();
   void flush();

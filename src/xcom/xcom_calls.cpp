@@ -28,8 +28,13 @@ class PullCall final : public grpc::ServerUnaryReactor,
                        public std::enable_shared_from_this<PullCall> {
  public:
   PullCall(XComQuery query, remote_xcomm::v1::PullResponse* response, std::shared_ptr<XComTable> table,
-           LoopExecutor loop)
-      : XComWaiter(std::move(query)), response_(response), table_(std::move(table)), loop_(std::move(loop)) {}
+           LoopExecutor loop, ServerMetrics* metrics)
+      : XComWaiter(std::move(query)),
+        response_(response),
+        table_(std::move(table)),
+        loop_(std::move(loop)),
+        metrics_(metrics),
+        started_(std::chrono::steady_clock::now()) {}
 
   void start(std::shared_ptr<PullCall> self) {
     self_ = self;
@@ -104,6 +109,9 @@ class PullCall final : public grpc::ServerUnaryReactor,
       return;
     }
     finished_ = true;
+    if (metrics_ != nullptr) {
+      metrics_->record(Method::pull, status.error_code(), started_);
+    }
     // OnDone may free this on another thread as soon as Finish is called: nothing here touches
     // the call after it (the release tells ThreadSanitizer of the order gRPC keeps).
     handed_to_grpc(this);
@@ -113,6 +121,8 @@ class PullCall final : public grpc::ServerUnaryReactor,
   remote_xcomm::v1::PullResponse* response_;  // owned by gRPC; valid until OnDone
   std::shared_ptr<XComTable> table_;
   LoopExecutor loop_;
+  ServerMetrics* metrics_;  // the server's; it outlives every call's finish
+  std::chrono::steady_clock::time_point started_;
   std::shared_ptr<PullCall> self_;  // gRPC's part, released at OnDone
   bool finished_ = false;           // on the loop
 };
@@ -123,14 +133,18 @@ class WatchCall final : public grpc::ServerWriteReactor<remote_xcomm::v1::WatchR
                         public XComSubscriber,
                         public std::enable_shared_from_this<WatchCall> {
  public:
-  WatchCall(WatchQuery query, std::shared_ptr<XComTable> table, LoopExecutor loop)
+  WatchCall(WatchQuery query, std::shared_ptr<XComTable> table, LoopExecutor loop, ServerMetrics* metrics)
       : XComSubscriber(std::move(query)),
         table_(std::move(table)),
         loop_(std::move(loop)),
+        metrics_(metrics),
         buffer_limit_(std::max<std::size_t>(table_->options().watch_buffer_events, 1)) {}
 
   void start(std::shared_ptr<WatchCall> self) {
     self_ = self;
+    if (metrics_ != nullptr) {
+      metrics_->watch_opened();
+    }
     handed_to_grpc(this);
     hand_off(loop_, [self = std::move(self)] { self->run(); });
   }
@@ -286,12 +300,17 @@ class WatchCall final : public grpc::ServerWriteReactor<remote_xcomm::v1::WatchR
       return;
     }
     finished_ = true;
+    if (metrics_ != nullptr) {
+      metrics_->record_code(Method::watch, finish_status_.error_code());
+      metrics_->watch_closed();
+    }
     handed_to_grpc(this);  // OnDone may free this on another thread once Finish is called
     Finish(finish_status_);
   }
 
   std::shared_ptr<XComTable> table_;
   LoopExecutor loop_;
+  ServerMetrics* metrics_;  // the server's; it outlives every call's finish
   std::size_t buffer_limit_;
   std::shared_ptr<WatchCall> self_;  // gRPC's part, released at OnDone
   // On the loop.
@@ -311,8 +330,8 @@ class WatchCall final : public grpc::ServerWriteReactor<remote_xcomm::v1::WatchR
 grpc::ServerUnaryReactor* start_pull(grpc::CallbackServerContext* /*context*/,
                                      const remote_xcomm::v1::PullRequest& request,
                                      remote_xcomm::v1::PullResponse* response, std::shared_ptr<XComTable> table,
-                                     LoopExecutor loop) {
-  auto call = std::make_shared<PullCall>(from_proto(request), response, std::move(table), std::move(loop));
+                                     LoopExecutor loop, ServerMetrics* metrics) {
+  auto call = std::make_shared<PullCall>(from_proto(request), response, std::move(table), std::move(loop), metrics);
   grpc::ServerUnaryReactor* reactor = call.get();
   call->start(std::move(call));
   return reactor;
@@ -321,8 +340,8 @@ grpc::ServerUnaryReactor* start_pull(grpc::CallbackServerContext* /*context*/,
 grpc::ServerWriteReactor<remote_xcomm::v1::WatchResponse>* start_watch(grpc::CallbackServerContext* /*context*/,
                                                                        const remote_xcomm::v1::WatchRequest& request,
                                                                        std::shared_ptr<XComTable> table,
-                                                                       LoopExecutor loop) {
-  auto call = std::make_shared<WatchCall>(from_proto(request), std::move(table), std::move(loop));
+                                                                       LoopExecutor loop, ServerMetrics* metrics) {
+  auto call = std::make_shared<WatchCall>(from_proto(request), std::move(table), std::move(loop), metrics);
   grpc::ServerWriteReactor<remote_xcomm::v1::WatchResponse>* reactor = call.get();
   call->start(std::move(call));
   return reactor;

@@ -106,6 +106,32 @@ class ServerProcess:
                 "\n--- server stderr ---\n" + "\n".join(self.stderr_lines))
 
 
+def proto_fields(data):
+    """The (number, value) pairs of a protobuf message's length-delimited and varint fields."""
+    def varint(at):
+        value, shift = 0, 0
+        while True:
+            byte = data[at]
+            value |= (byte & 0x7F) << shift
+            at += 1
+            if byte < 0x80:
+                return value, at
+            shift += 7
+    out, at = [], 0
+    while at < len(data):
+        tag, at = varint(at)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            value, at = varint(at)
+        elif wire_type == 2:
+            length, at = varint(at)
+            value, at = data[at:at + length], at + length
+        else:
+            raise CheckFailed(f"unexpected wire type {wire_type} in a reflection response")
+        out.append((number, value))
+    return out
+
+
 def _die_with_parent():
     # If this script is killed (say by CTest's timeout), the server must not outlive it.
     try:
@@ -259,6 +285,8 @@ class Interop:
             self.check_exchange(stub)
             self.expect_answer(stub, "Send after an Exchange stream")
             self.check_xcoms(stub)
+            self.check_list_and_stats(stub)
+            self.check_health_and_reflection(channel)
         xcom_channel.close()
 
     def start_xcom_waiters(self, stub):
@@ -356,6 +384,56 @@ class Interop:
         call.cancel()
         require({"xcom", "state"} <= kinds, f"Watch from_start replayed only {kinds}")
         self.passed("Watch(from_start=True) replays XComs and state changes")
+
+    def check_list_and_stats(self, stub):
+        """List and Stats from grpcio after the requests above."""
+        grpc, pb2 = self.grpc, self.pb2
+        listed = stub.List(pb2.ListRequest(), timeout=CALL_TIMEOUT_S)
+        require(len(listed.endpoints) == 1 and listed.total_matching == 1 and not listed.next_page_token,
+                f"List: {listed}")
+        info = listed.endpoints[0]
+        require(info.state.task_instance == self.key() and info.state.state == pb2.TASK_STATE_SUCCESS
+                and info.queued_requests == 0 and not info.holding_request, f"List: {info}")
+        filtered = stub.List(pb2.ListRequest(dag_id="no_such_dag"), timeout=CALL_TIMEOUT_S)
+        require(len(filtered.endpoints) == 0 and filtered.total_matching == 0, f"List filtered: {filtered}")
+        details = self.expect_error(stub, "List with a bad page_token", pb2.ListRequest(page_token="nonsense"),
+                                    grpc.StatusCode.INVALID_ARGUMENT, method=stub.List)
+        self.passed("List -> the example endpoint, its state and queue; a filter; a bad token", details)
+
+        stats = stub.Stats(pb2.StatsRequest(), timeout=CALL_TIMEOUT_S)
+        methods = {method.method: method for method in stats.methods}
+        require(list(methods) == ["Send", "Exchange", "Pull", "GetState", "Watch", "List", "Stats"],
+                f"Stats methods: {list(methods)}")
+        send = {count.code: count.count for count in methods["Send"].statuses}
+        # The calls above: NOT_FOUND 1 (unknown key), INVALID_ARGUMENT 3, RESOURCE_EXHAUSTED 0 (refused by
+        # gRPC before the service), DEADLINE_EXCEEDED or OK for the 1 ms call; many OK.
+        require(send.get(5, 0) == 1 and send.get(3, 0) == 3 and send.get(0, 0) > CONCURRENT_CALLS,
+                f"Stats Send statuses: {send}")
+        latency_count = sum(bucket.count for bucket in methods["Send"].latency)
+        require(latency_count == sum(send.values()), f"Stats Send latency count {latency_count} vs {send}")
+        require(stats.endpoints == 1 and stats.requests_in_flight == 0 and stats.uptime_us > 0, f"Stats: {stats}")
+        self.passed("Stats -> Send counted by status code with a latency histogram",
+                    f"Send {sorted(send.items())}")
+
+    def check_health_and_reflection(self, channel):
+        """gRPC's standard services, called with raw bytes: no stubs, no proto files."""
+        grpc = self.grpc
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        answer = check(b"", timeout=CALL_TIMEOUT_S)  # HealthCheckRequest{service: ""}
+        require(answer == b"\x08\x01", f"Health/Check -> {answer!r}, expected SERVING (08 01)")
+        self.passed("grpc.health.v1.Health/Check -> SERVING")
+
+        reflect = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        responses = list(reflect(iter([b"\x3a\x01*"]), timeout=CALL_TIMEOUT_S))  # list_services: "*"
+        require(len(responses) == 1, f"reflection answered {len(responses)} messages")
+        names = []
+        for number, value in proto_fields(responses[0]):
+            if number == 6:  # list_services_response
+                for service_number, service in proto_fields(value):
+                    if service_number == 1:
+                        names.extend(name.decode() for n, name in proto_fields(service) if n == 1)
+        require("remote_xcomm.v1.RemoteXComm" in names, f"reflection lists {names}")
+        self.passed("reflection lists the services", ", ".join(sorted(names)))
 
     def check_example_client(self):
         command = [sys.executable, self.args.client, "--url", "127.0.0.1", "--port", str(self.port),

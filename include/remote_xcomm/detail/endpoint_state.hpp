@@ -122,6 +122,8 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
     return max_queued_ == NO_BOUND ? UNBOUNDED : std::size_t{max_queued_};
   }
   [[nodiscard]] bool holding_request() const noexcept { return held_ != nullptr; }
+  /// The attempt of an endpoint that has no XCom record yet (it never changed state).
+  [[nodiscard]] std::uint32_t attempt_without_record() const noexcept { return attempt_; }
   [[nodiscard]] bool closed() const noexcept { return closed_; }
   /// The status close() gave; only after close.
   [[nodiscard]] const grpc::Status& close_status() const noexcept { return *close_status_; }

@@ -95,7 +95,7 @@ struct Report {
   double seconds = 0;
   std::uint64_t ok = 0;
   std::uint64_t failed = 0;
-  std::vector<std::uint32_t> sorted;  // latencies, µs
+  std::vector<std::uint32_t> sorted;                               // latencies, µs
   std::vector<std::pair<std::uint64_t, std::uint64_t>> histogram;  // (upper bound µs, count)
 
   [[nodiscard]] std::uint64_t percentile(double p) const {
@@ -188,8 +188,8 @@ void print_human(const BenchOptions& options, const BenchRun& run, const Report&
       << (report.seconds > 0 ? static_cast<double>(total) / report.seconds : 0.0) << "/s), ok " << report.ok
       << ", errors " << report.failed << "\n";
   out << "  latency of the calls that succeeded (µs): p50 " << report.percentile(50) << ", p90 "
-      << report.percentile(90) << ", p99 " << report.percentile(99) << ", p99.9 " << report.percentile(99.9)
-      << ", max " << (report.sorted.empty() ? 0 : report.sorted.back()) << "\n";
+      << report.percentile(90) << ", p99 " << report.percentile(99) << ", p99.9 " << report.percentile(99.9) << ", max "
+      << (report.sorted.empty() ? 0 : report.sorted.back()) << "\n";
   if (!report.histogram.empty()) {
     std::uint64_t largest = 0;
     for (const auto& bucket : report.histogram) {
@@ -238,7 +238,8 @@ int run_bench(const BenchOptions& options) {
 
   std::promise<void> finished;
   const auto start = Clock::now();
-  run.end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.duration_seconds));
+  run.end =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.duration_seconds));
   run.workers_left = options.concurrency;
   for (int i = 0; i < options.concurrency; ++i) {
     // Each completion runs on the loop, one at a time, like the workers.

@@ -6,11 +6,11 @@
 #include <charconv>
 #include <cmath>
 #include <ctime>
-#include <limits>
 #include <exception>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <sstream>
 
 namespace rxcomm {

@@ -148,7 +148,8 @@ int run_health(const HealthOptions& options) {
   const auto serving = decode_status(response_bytes);
   const char* name = serving ? status_name(*serving) : nullptr;
   if (name == nullptr) {
-    return report_status(grpc::Status(grpc::StatusCode::INTERNAL, "the server sent a health response rxcomm cannot read"));
+    return report_status(
+        grpc::Status(grpc::StatusCode::INTERNAL, "the server sent a health response rxcomm cannot read"));
   }
   boost::json::object printed;
   printed["status"] = name;

@@ -21,8 +21,8 @@ int main(int argc, char** argv) {
       "error; 64 + the gRPC status code when a call fails (as grpcurl: NotFound 69, Unavailable 78).");
 
   std::vector<rxcomm::Command> commands{
-      rxcomm::add_serve_command(app),  rxcomm::add_send_command(app),   rxcomm::add_pull_command(app),
-      rxcomm::add_watch_command(app),  rxcomm::add_health_command(app), rxcomm::add_bench_command(app),
+      rxcomm::add_serve_command(app), rxcomm::add_send_command(app),   rxcomm::add_pull_command(app),
+      rxcomm::add_watch_command(app), rxcomm::add_health_command(app), rxcomm::add_bench_command(app),
   };
   // `list` (the hosted endpoints and their states) and `stats` (counters, human and Prometheus
   // text) come with the server's List and Stats RPCs (issue 9): add_list_command and

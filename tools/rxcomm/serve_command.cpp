@@ -126,10 +126,9 @@ int run_serve(const ServeOptions& options) {
   attach("echo-", options.echo_endpoints, echo_task);
   const std::chrono::milliseconds sleep(options.sleep_ms);
   attach("sleep-", options.sleep_endpoints, [sleep](rx::Endpoint endpoint) { return sleep_task(endpoint, sleep); });
-  attach("fail-", options.fail_endpoints,
-         [code = *fail_code, message = options.fail_message](rx::Endpoint endpoint) {
-           return fail_task(endpoint, code, message);
-         });
+  attach("fail-", options.fail_endpoints, [code = *fail_code, message = options.fail_message](rx::Endpoint endpoint) {
+    return fail_task(endpoint, code, message);
+  });
 
   // Listening for the signals before the address is printed: a script may signal at once.
   std::promise<int> signalled;
@@ -159,8 +158,8 @@ int run_serve(const ServeOptions& options) {
   const int signal_number = signalled.get_future().get();
   std::cerr << "rxcomm serve: " << (signal_number == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down" << std::endl;
   // Graceful: requests already taken may finish within the grace period; new ones get Unavailable.
-  const auto grace =
-      std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(options.grace_seconds));
+  const auto grace = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(options.grace_seconds));
   server.shutdown(grace, asio::use_future).get();
   return EXIT_OK;
 }
@@ -195,12 +194,14 @@ Command add_serve_command(CLI::App& app) {
   serve->add_option("--sleep-ms", options->sleep_ms, "how long a sleep endpoint works on each request")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  serve->add_option("--fail-code", options->fail_code,
-                    "the status fail endpoints answer: a name (NotFound, NOT_FOUND) or a number")
+  serve
+      ->add_option("--fail-code", options->fail_code,
+                   "the status fail endpoints answer: a name (NotFound, NOT_FOUND) or a number")
       ->capture_default_str();
   serve->add_option("--fail-message", options->fail_message, "the status message fail endpoints answer");
-  serve->add_option("--grace", options->grace_seconds,
-                    "seconds that requests under way may take to finish once a signal came")
+  serve
+      ->add_option("--grace", options->grace_seconds,
+                   "seconds that requests under way may take to finish once a signal came")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   return {serve, [options] { return run_serve(*options); }};

@@ -4,6 +4,11 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -439,6 +444,47 @@ TEST(RxcommCli, HealthAsksTheStandardHealthService) {
   }
   ASSERT_EQ(health.exit_code, 0) << health.err;
   EXPECT_EQ(parse_json(health.out), parse_json(R"({"status":"SERVING"})"));
+}
+
+// The client side on its own, against gRPC's own implementation of the health service (the
+// default one of grpc::Server, in this test process): the hand-encoded messages must match it.
+TEST(RxcommCli, HealthSpeaksTheStandardProtocolToAnyGrpcServer) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  // Answers everything with UNIMPLEMENTED; it makes this a callback-API server, which gRPC's
+  // default health service (a callback service in 1.51) needs to run without a completion queue.
+  grpc::CallbackGenericService generic;
+  builder.RegisterCallbackGenericService(&generic);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  ASSERT_GT(port, 0);
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  ASSERT_NE(health, nullptr);
+  health->SetServingStatus("svc.Up", true);
+  health->SetServingStatus("svc.Down", false);
+  std::string target = "127.0.0.1:";
+  target.append(std::to_string(port));
+
+  const Outcome whole = run({"health", "-t", target});
+  EXPECT_EQ(whole.exit_code, 0) << whole.err;
+  EXPECT_EQ(parse_json(whole.out), parse_json(R"({"status":"SERVING"})"));
+  const Outcome up = run({"health", "-t", target, "--service", "svc.Up"});
+  EXPECT_EQ(up.exit_code, 0) << up.err;
+  EXPECT_EQ(parse_json(up.out), parse_json(R"({"status":"SERVING"})"));
+  const Outcome down = run({"health", "-t", target, "--service", "svc.Down"});
+  EXPECT_EQ(down.exit_code, 1) << down.err;
+  EXPECT_EQ(parse_json(down.out), parse_json(R"({"status":"NOT_SERVING"})"));
+  // gRPC's service answers NOT_FOUND for a service it was never told of.
+  const Outcome unknown = run({"health", "-t", target, "--service", "svc.Unknown"});
+  EXPECT_EQ(unknown.exit_code, STATUS_OFFSET + 5) << unknown.err;
+  EXPECT_TRUE(unknown.err.starts_with("ERROR:\n  Code: NotFound\n")) << unknown.err;
+  health->SetServingStatus(false);  // every service, the whole server included
+  const Outcome stopping = run({"health", "-t", target});
+  EXPECT_EQ(stopping.exit_code, 1) << stopping.err;
+  EXPECT_EQ(parse_json(stopping.out), parse_json(R"({"status":"NOT_SERVING"})"));
+  server->Shutdown(std::chrono::system_clock::now() + HANG_GUARD);
 }
 
 TEST(RxcommCli, HealthOfAServerThatIsGoneIsUnavailable) {

@@ -241,6 +241,9 @@ std::string grpcurl_report(const std::string& code, const std::string& message) 
 TEST(RxcommCli, HelpWorksForTheToolAndEverySubcommand) {
   const Outcome root = run({"--help"});
   EXPECT_EQ(root.exit_code, 0) << root.err;
+  const Outcome version = run({"--version"});
+  EXPECT_EQ(version.exit_code, 0) << version.err;
+  EXPECT_TRUE(version.out.starts_with("rxcomm ")) << version.out;
   for (const char* command : {"serve", "send", "pull", "watch", "health", "bench"}) {
     EXPECT_NE(root.out.find(command), std::string::npos) << command << " missing from rxcomm --help";
     const Outcome help = run({command, "--help"});

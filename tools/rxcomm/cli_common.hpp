@@ -6,11 +6,8 @@
 #include <remote_xcomm/task_instance_key.hpp>
 
 #include <CLI/CLI.hpp>
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/use_future.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 #include <grpcpp/support/status.h>
@@ -18,6 +15,7 @@
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -101,12 +99,6 @@ class LoopThread {
 
   [[nodiscard]] boost::asio::io_context& context() noexcept { return context_; }
   [[nodiscard]] rx::Loop& loop() noexcept { return loop_; }
-
-  /// Runs `coroutine` on the loop and blocks until it returns; rethrows what it throws.
-  template <typename T>
-  T run(boost::asio::awaitable<T> coroutine) {
-    return boost::asio::co_spawn(loop_.get_executor(), std::move(coroutine), boost::asio::use_future).get();
-  }
 
  private:
   boost::asio::io_context context_;  // first: destroyed last

@@ -11,11 +11,13 @@
 
 #include <exception>
 #include <iostream>
+#include <string>
 #include <vector>
 
 int main(int argc, char** argv) {
   CLI::App app{"rxcomm: serve, call, watch and load-test Remote XComm endpoints (docs/cli.md)", "rxcomm"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("rxcomm ") + RXCOMM_VERSION);
   app.footer(
       "Exit codes: 0 success; 1 a failure that is no RPC status (unreadable input, invalid JSON, ...); 2 a usage "
       "error; 64 + the gRPC status code when a call fails (as grpcurl: NotFound 69, Unavailable 78).");

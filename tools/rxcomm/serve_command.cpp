@@ -14,7 +14,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/use_future.hpp>
 
 #include <chrono>
 #include <csignal>
@@ -160,7 +159,11 @@ int run_serve(const ServeOptions& options) {
   // Graceful: requests already taken may finish within the grace period; new ones get Unavailable.
   const auto grace = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(options.grace_seconds));
-  server.shutdown(grace, asio::use_future).get();
+  std::promise<void> shut_down;
+  server.shutdown(grace, [&shut_down](const boost::system::error_code& /*error: cancelled, shut down all the same*/) {
+    shut_down.set_value();
+  });
+  shut_down.get_future().wait();
   return EXIT_OK;
 }
 

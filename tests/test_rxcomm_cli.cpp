@@ -332,6 +332,18 @@ TEST(RxcommCli, AFailingEndpointExitsWith64PlusItsCodeAndTheGrpcurlReport) {
   EXPECT_EQ(failed.err, grpcurl_report("FailedPrecondition", "not yet"));
 }
 
+TEST(RxcommCli, ATaskThatThrowsIsInternalWithTheExceptionsTextAndServesOn) {
+  Served served({"--fail-endpoints", "1", "--fail-throw", "--fail-message", "disk on fire"});
+  for (int round = 0; round < 2; ++round) {  // the endpoint survives its task's exception
+    const Outcome sent = run({"send", "-t", served.target(), "--task", "fail-0", "{}"});
+    EXPECT_EQ(sent.exit_code, STATUS_OFFSET + 13);
+    EXPECT_TRUE(sent.err.starts_with("ERROR:\n  Code: Internal\n  Message: ")) << sent.err;
+    EXPECT_NE(sent.err.find("disk on fire"), std::string::npos) << sent.err;
+  }
+  served.process().signal(SIGTERM);
+  EXPECT_EQ(served.process().wait().exit_code, 0);
+}
+
 TEST(RxcommCli, AnUnknownEndpointIsNotFound) {
   Served served;
   const Outcome sent = run({"send", "-t", served.target(), "--task", "no-such-task", "{}"});

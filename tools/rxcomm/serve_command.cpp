@@ -22,6 +22,7 @@
 #include <future>
 #include <iostream>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 namespace rxcomm {
@@ -43,6 +44,7 @@ struct ServeOptions {
   int sleep_ms = 100;
   std::string fail_code = "Internal";
   std::string fail_message = "this endpoint fails every request (rxcomm serve --fail-endpoints)";
+  bool fail_throw = false;
   double grace_seconds = 5;
 };
 
@@ -79,6 +81,13 @@ asio::awaitable<void> fail_task(rx::Endpoint endpoint, grpc::StatusCode code, st
     rx::Request request = co_await endpoint.next();
     request.fail(grpc::Status(code, message));
   }
+}
+
+// The other way a task fails: an exception escapes while it holds a request, which the server
+// answers with Internal and the exception's text; the endpoint runs the task again for the next.
+asio::awaitable<void> throw_task(rx::Endpoint endpoint, std::string message) {
+  co_await endpoint.get();
+  throw std::runtime_error(message);
 }
 
 std::string join_names(const std::string& prefix, int count) {
@@ -125,9 +134,14 @@ int run_serve(const ServeOptions& options) {
   attach("echo-", options.echo_endpoints, echo_task);
   const std::chrono::milliseconds sleep(options.sleep_ms);
   attach("sleep-", options.sleep_endpoints, [sleep](rx::Endpoint endpoint) { return sleep_task(endpoint, sleep); });
-  attach("fail-", options.fail_endpoints, [code = *fail_code, message = options.fail_message](rx::Endpoint endpoint) {
-    return fail_task(endpoint, code, message);
-  });
+  if (options.fail_throw) {
+    attach("fail-", options.fail_endpoints,
+           [message = options.fail_message](rx::Endpoint endpoint) { return throw_task(endpoint, message); });
+  } else {
+    attach("fail-", options.fail_endpoints, [code = *fail_code, message = options.fail_message](rx::Endpoint endpoint) {
+      return fail_task(endpoint, code, message);
+    });
+  }
 
   // Listening for the signals before the address is printed: a script may signal at once.
   std::promise<int> signalled;
@@ -202,6 +216,8 @@ Command add_serve_command(CLI::App& app) {
                    "the status fail endpoints answer: a name (NotFound, NOT_FOUND) or a number")
       ->capture_default_str();
   serve->add_option("--fail-message", options->fail_message, "the status message fail endpoints answer");
+  serve->add_flag("--fail-throw", options->fail_throw,
+                  "fail endpoints throw --fail-message from the task instead (the caller gets Internal)");
   serve
       ->add_option("--grace", options->grace_seconds,
                    "seconds that requests under way may take to finish once a signal came")

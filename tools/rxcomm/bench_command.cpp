@@ -327,7 +327,7 @@ Command add_bench_command(CLI::App& app) {
   bench->add_option("-d,--duration", options->duration_seconds, "seconds to run")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  bench->add_option("--payload-bytes", options->payload_bytes, "size of the payload's string {\"data\": \"xxx...\"}")
+  bench->add_option("--payload-bytes", options->payload_bytes, R"(size of the payload's string {"data": "xxx..."})")
       ->capture_default_str();
   bench->add_option("--transport", options->transport, "unary (one Send call each) or exchange (one stream)")
       ->capture_default_str()

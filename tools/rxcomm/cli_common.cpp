@@ -115,7 +115,7 @@ std::optional<std::chrono::milliseconds> TargetOptions::timeout() const {
 
 std::string iso_time(std::chrono::system_clock::time_point time) {
   const auto since_epoch = std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch());
-  const std::time_t seconds = static_cast<std::time_t>(since_epoch.count() / 1000);
+  const auto seconds = static_cast<std::time_t>(since_epoch.count() / 1000);
   std::tm utc{};
   gmtime_r(&seconds, &utc);
   std::array<char, 32> text{};
@@ -172,7 +172,7 @@ boost::json::value value_of(const std::string& json_text) {
   boost::system::error_code error;
   boost::json::value value = boost::json::parse(json_text, error);
   if (error) {
-    return boost::json::value(json_text);
+    return {json_text};
   }
   return value;
 }

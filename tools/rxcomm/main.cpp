@@ -14,7 +14,9 @@
 #include <string>
 #include <vector>
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   CLI::App app{"rxcomm: serve, call, watch and load-test Remote XComm endpoints (docs/cli.md)", "rxcomm"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("rxcomm ") + RXCOMM_VERSION);
@@ -42,14 +44,22 @@ int main(int argc, char** argv) {
     if (command.app->parsed()) {
       try {
         return command.run();
-      } catch (const rxcomm::LocalError& error) {
-        std::cerr << "rxcomm " << command.app->get_name() << ": " << error.what() << std::endl;
-        return rxcomm::EXIT_FAILURE_LOCAL;
-      } catch (const std::exception& error) {
+      } catch (const std::exception& error) {  // rxcomm::LocalError and what the library throws
         std::cerr << "rxcomm " << command.app->get_name() << ": " << error.what() << std::endl;
         return rxcomm::EXIT_FAILURE_LOCAL;
       }
     }
   }
   return rxcomm::EXIT_USAGE;  // unreachable: require_subcommand(1)
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {  // building the app itself failed: not expected
+    std::cerr << "rxcomm: " << error.what() << std::endl;
+    return rxcomm::EXIT_FAILURE_LOCAL;
+  }
 }

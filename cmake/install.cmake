@@ -55,14 +55,18 @@ file(RELATIVE_PATH REMOTE_XCOMM_PC_PREFIX /prefix/${CMAKE_INSTALL_LIBDIR}/pkgcon
 string(REGEX REPLACE "/$" "" REMOTE_XCOMM_PC_PREFIX "${REMOTE_XCOMM_PC_PREFIX}")
 # For a shared library SQLite is a private -l, not a Requires.private: pkg-config checks that every
 # required .pc exists even without --static, and sqlite3.pc (libsqlite3-dev) is not needed then.
+# gRPC's reflection library (server reflection, on by default) has no .pc file either: named by -l,
+# on Libs for a static library (its consumers link it), on Libs.private for a shared one.
 if(REMOTE_XCOMM_STATIC)
   set(REMOTE_XCOMM_PC_REQUIRES "grpc++ protobuf sqlite3")
   set(REMOTE_XCOMM_PC_REQUIRES_PRIVATE "")
+  set(REMOTE_XCOMM_PC_LIBS "-lgrpc++_reflection")
   set(REMOTE_XCOMM_PC_LIBS_PRIVATE "")
 else()
   set(REMOTE_XCOMM_PC_REQUIRES "grpc++")
   set(REMOTE_XCOMM_PC_REQUIRES_PRIVATE "protobuf")
-  set(REMOTE_XCOMM_PC_LIBS_PRIVATE "-lsqlite3")
+  set(REMOTE_XCOMM_PC_LIBS "")
+  set(REMOTE_XCOMM_PC_LIBS_PRIVATE "-lgrpc++_reflection -lsqlite3")
 endif()
 configure_file(${CMAKE_CURRENT_LIST_DIR}/remote_xcomm.pc.in ${REMOTE_XCOMM_PACKAGE_DIR}/remote_xcomm.pc @ONLY)
 install(FILES ${REMOTE_XCOMM_PACKAGE_DIR}/remote_xcomm.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -3,7 +3,7 @@
 # file that does not. With --fix, formats them in place instead.
 #
 # Usage: scripts/check-format.sh [--fix]
-# Covers *.cpp and *.hpp under include/ src/ tests/ examples/ bench/ python/src/ tools/. Installs clang-format
+# Covers *.cpp and *.hpp under include/ src/ tests/ examples/ bench/. Installs clang-format
 # (Debian 12's, version 14) if it is missing; DRY_RUN=1 only prints that install.
 set -euo pipefail
 
@@ -25,7 +25,7 @@ command -v clang-format >/dev/null 2>&1 || die "clang-format not found"
 
 cd "$RX_ROOT"
 dirs=()
-for candidate in include src tests examples bench python/src tools; do
+for candidate in include src tests examples bench; do
   [[ -d "$candidate" ]] && dirs+=("$candidate")
 done
 files=()

@@ -18,7 +18,9 @@ namespace rx {
 /// One bucket of a latency histogram: `count` calls took more than the previous bucket's bound
 /// and at most `upper_bound_us` microseconds.
 struct LatencyBucket {
+  /// The bucket's upper bound, in microseconds (inclusive).
   double upper_bound_us = 0;
+  /// Calls whose latency fell in this bucket.
   std::uint64_t count = 0;
 };
 
@@ -53,8 +55,9 @@ struct ServerStats {
   std::uint64_t requests_in_flight = 0;
   /// Requests waiting in the endpoints' queues, summed (a task's held request not counted).
   std::uint64_t queued_requests = 0;
-  /// Streams open now.
+  /// Exchange streams open now.
   std::uint64_t exchange_streams = 0;
+  /// Watch streams open now.
   std::uint64_t watch_streams = 0;
   /// Time since the server started.
   std::chrono::microseconds uptime{0};
@@ -83,8 +86,11 @@ struct ServerStats {
 /// What to list (rx::Client::list, the `List` RPC): every filter that is not empty must match
 /// exactly.
 struct ListQuery {
+  /// Only endpoints of this DAG; empty: any.
   std::string dag_id;
+  /// Only endpoints of this DAG run; empty: any.
   std::string run_id;
+  /// Only endpoints of this task (every map index); empty: any.
   std::string task_id;
   /// Most endpoints in one page: 0 means the server's default (1,000); the server caps it at
   /// 10,000.

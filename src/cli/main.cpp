@@ -5,6 +5,8 @@
 //   watch   xcom_commands.cpp    XCom pushes and state changes as JSON lines
 //   health  health_command.cpp   grpc.health.v1.Health/Check
 //   bench   bench_command.cpp    a load generator with a latency report
+//   list    introspection_commands.cpp   the hosted endpoints and their states
+//   stats   introspection_commands.cpp   the server's counters: text, Prometheus or JSON
 #include "commands.hpp"
 
 #include <CLI/CLI.hpp>
@@ -27,10 +29,8 @@ int run(int argc, char** argv) {
   std::vector<rxcomm::Command> commands{
       rxcomm::add_serve_command(app), rxcomm::add_send_command(app),   rxcomm::add_pull_command(app),
       rxcomm::add_watch_command(app), rxcomm::add_health_command(app), rxcomm::add_bench_command(app),
+      rxcomm::add_list_command(app),  rxcomm::add_stats_command(app),
   };
-  // `list` (the hosted endpoints and their states) and `stats` (counters, human and Prometheus
-  // text) come with the server's List and Stats RPCs (issue 9): add_list_command and
-  // add_stats_command go here, declared in commands.hpp, one file each.
 
   try {
     app.parse(argc, argv);

@@ -1,5 +1,5 @@
-# The Python package's tests (python/tests/test_*.py, unittest), one CTest test per file, label
-# "python". Included by python/CMakeLists.txt.
+# The Python package's tests (tests/python/test_*.py, unittest), one CTest test per file, label
+# "python". Included by src/python/CMakeLists.txt.
 #
 # Registered only without sanitizers: an extension built with ASan must be loaded by an
 # interpreter started with libasan preloaded (LD_PRELOAD), and CPython's own allocations then
@@ -17,12 +17,12 @@ endif()
 set(REMOTE_XCOMM_PYTHON_TESTS test_prototype test_interop test_errors test_aio test_signals test_xcom)
 foreach(test IN LISTS REMOTE_XCOMM_PYTHON_TESTS)
   add_test(NAME Python.${test} COMMAND ${PYTHON_EXECUTABLE} -m unittest -v ${test}
-           WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/tests)
+           WORKING_DIRECTORY ${CMAKE_CURRENT_LIST_DIR})
   # Each test bounds its own waits; the timeout is the backstop.
   set_tests_properties(
     Python.${test}
     PROPERTIES TIMEOUT 180 LABELS "python;interop"
                ENVIRONMENT
-               "PYTHONPATH=${CMAKE_CURRENT_BINARY_DIR};RX_EXAMPLE_SERVER=$<TARGET_FILE:remote_xcomm_example_server>;RX_EXAMPLE_CLIENT=$<TARGET_FILE:remote_xcomm_example_client>;PYTHONDONTWRITEBYTECODE=1")
+               "PYTHONPATH=${REMOTE_XCOMM_PYTHON_DIR};RX_EXAMPLE_SERVER=$<TARGET_FILE:remote_xcomm_example_server>;RX_EXAMPLE_CLIENT=$<TARGET_FILE:remote_xcomm_example_client>;PYTHONDONTWRITEBYTECODE=1")
 endforeach()
 add_dependencies(remote_xcomm_tests remote_xcomm_python remote_xcomm_example_server remote_xcomm_example_client)

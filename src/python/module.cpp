@@ -1,4 +1,4 @@
-// remote_xcomm._core: the C++ engine under the remote_xcomm Python package (python/remote_xcomm/).
+// remote_xcomm._core: the C++ engine under the remote_xcomm Python package (src/python/remote_xcomm/).
 // The package's Python code shapes the API; this module does the networking.
 #include "client_calls.hpp"
 #include "runtime.hpp"

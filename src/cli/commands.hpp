@@ -13,7 +13,7 @@ Command add_pull_command(CLI::App& app);
 Command add_watch_command(CLI::App& app);
 Command add_health_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
-// To come with the List and Stats RPCs (issue 9): Command add_list_command(CLI::App& app);
-// Command add_stats_command(CLI::App& app);
+Command add_list_command(CLI::App& app);
+Command add_stats_command(CLI::App& app);
 
 }  // namespace rxcomm

@@ -26,3 +26,10 @@ foreach(test IN LISTS REMOTE_XCOMM_PYTHON_TESTS)
                "PYTHONPATH=${REMOTE_XCOMM_PYTHON_DIR};RX_EXAMPLE_SERVER=$<TARGET_FILE:remote_xcomm_example_server>;RX_EXAMPLE_CLIENT=$<TARGET_FILE:remote_xcomm_example_client>;PYTHONDONTWRITEBYTECODE=1")
 endforeach()
 add_dependencies(remote_xcomm_tests remote_xcomm_python remote_xcomm_example_server remote_xcomm_example_client)
+
+# docs/airflow.md's runnable example: a scheduler fanning out to 8 mapped task instances, each
+# served by its own `task_run.py` process, as Airflow's executor runs them.
+add_test(NAME Python.airflow_example COMMAND ${PYTHON_EXECUTABLE} ${PROJECT_SOURCE_DIR}/examples/python/airflow/scheduler.py
+                                             --mapped 8)
+set_tests_properties(Python.airflow_example PROPERTIES TIMEOUT 120 LABELS "python;interop"
+                                                       ENVIRONMENT "PYTHONPATH=${REMOTE_XCOMM_PYTHON_DIR};PYTHONDONTWRITEBYTECODE=1")

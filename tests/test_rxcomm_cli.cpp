@@ -639,6 +639,33 @@ TEST(RxcommCli, ServeExitsCleanlyOnSigtermAndSigint) {
   }
 }
 
+TEST(RxcommCli, LogLevelSendsTheLibrarysLinesToStderrWithoutPayloads) {
+  // Quiet by default: a refused send leaves nothing on serve's stderr.
+  {
+    Served quiet;
+    EXPECT_EQ(run({"send", "-t", quiet.target(), "--task", "no-such-task", "{}"}).exit_code, STATUS_OFFSET + 5);
+    quiet.process().signal(SIGTERM);
+    const Outcome stopped = quiet.process().wait();
+    EXPECT_EQ(stopped.exit_code, 0) << stopped.err;
+    EXPECT_EQ(stopped.err.find("remote_xcomm debug"), std::string::npos) << stopped.err;
+  }
+  Process serve({"--log-level", "debug", "serve", "--endpoints", "1"});
+  const std::string target = serve.read_line();
+  const Outcome refused =
+      run({"send", "-t", target, "--task", "no-such-task", R"({"secret":"do-not-log-this-payload"})"});
+  EXPECT_EQ(refused.exit_code, STATUS_OFFSET + 5) << refused.err;
+  ASSERT_EQ(run({"send", "-t", target, "--task", "echo-0", R"({"secret":"nor-this-one"})"}).exit_code, 0);
+  serve.signal(SIGTERM);
+  const Outcome stopped = serve.wait();
+  EXPECT_EQ(stopped.exit_code, 0) << stopped.err;
+  EXPECT_NE(stopped.err.find("remote_xcomm debug"), std::string::npos) << stopped.err;
+  EXPECT_NE(stopped.err.find("endpoint rxcomm/echo-0/demo[-1] attached"), std::string::npos) << stopped.err;
+  EXPECT_NE(stopped.err.find("remote_xcomm info: server listening on"), std::string::npos) << stopped.err;
+  EXPECT_EQ(stopped.err.find("do-not-log-this-payload"), std::string::npos) << stopped.err;
+  EXPECT_EQ(stopped.err.find("nor-this-one"), std::string::npos) << stopped.err;
+  EXPECT_EQ(run({"--log-level", "loud", "list", "-t", target}).exit_code, EXIT_USAGE);
+}
+
 TEST(RxcommCli, ServeAndSendOverAUnixDomainSocket) {
   std::string socket = "unix:";
   socket.append(temp_path(".sock").string());

@@ -9,6 +9,8 @@
 //   stats   introspection_commands.cpp   the server's counters: text, Prometheus or JSON
 #include "commands.hpp"
 
+#include <remote_xcomm/log.hpp>
+
 #include <CLI/CLI.hpp>
 
 #include <exception>
@@ -21,6 +23,13 @@ namespace {
 int run(int argc, char** argv) {
   CLI::App app{"rxcomm: serve, call, watch and load-test Remote XComm endpoints (docs/cli.md)", "rxcomm"};
   app.require_subcommand(1);
+  // The library is quiet unless a sink is installed; lines never carry payloads or metadata.
+  std::string log_level = "off";
+  app.add_option("--log-level", log_level,
+                 "the library's log lines on stderr at this level and above: off, error, warning, info or debug "
+                 "(before the subcommand)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"off", "error", "warning", "info", "debug"}));
   app.set_version_flag("--version", std::string("rxcomm ") + RXCOMM_VERSION);
   app.footer(
       "Exit codes: 0 success; 1 a failure that is no RPC status (unreadable input, invalid JSON, ...); 2 a usage "
@@ -38,6 +47,14 @@ int run(int argc, char** argv) {
     // CLI11 prints the message (and --help's text); a usage error exits with 2, as grpcurl's.
     const int code = app.exit(error);
     return code == 0 ? rxcomm::EXIT_OK : rxcomm::EXIT_USAGE;
+  }
+
+  if (log_level != "off") {
+    const rx::LogLevel level = log_level == "error"     ? rx::LogLevel::error
+                               : log_level == "warning" ? rx::LogLevel::warning
+                               : log_level == "info"    ? rx::LogLevel::info
+                                                        : rx::LogLevel::debug;
+    rx::set_log_sink(rx::stderr_log_sink(), level);
   }
 
   for (const auto& command : commands) {

@@ -5,6 +5,8 @@
 #include "../tsan_annotations.hpp"
 #include "reply_decoding.hpp"
 
+#include <remote_xcomm/stats.hpp>
+
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
@@ -51,16 +53,6 @@ constexpr std::chrono::hours LONGEST_TIMEOUT{100LL * 365 * 24};
 // The statuses the client decides itself, worded as gRPC words them for a unary call.
 grpc::Status cancelled() { return {grpc::StatusCode::CANCELLED, "Cancelled"}; }
 grpc::Status deadline_exceeded() { return {grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded"}; }
-
-const char* code_name(grpc::StatusCode code) {
-  static constexpr std::array<const char*, 17> NAMES{
-      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-      "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-      "DATA_LOSS", "UNAUTHENTICATED"};
-  const auto index = static_cast<std::size_t>(code);
-  return index < NAMES.size() ? NAMES[index] : "an unknown code";
-}
 
 // What the server said about one request: a gRPC status code and its message.
 grpc::Status status_of(const pb::ExchangeReply& reply) {
@@ -519,7 +511,7 @@ void ClientExchangeStream::done(const grpc::Status& status) {
   if (!in_flight_.empty()) {
     const grpc::Status broke(grpc::StatusCode::UNAVAILABLE,
                              std::string("the Exchange stream ended before the reply arrived: ") +
-                                 code_name(status.error_code()) +
+                                 status_code_name(status.error_code()) +
                                  (status.error_message().empty() ? "" : ": " + status.error_message()));
     std::vector<ExchangeSend*> sends;
     sends.reserve(in_flight_.size());

@@ -23,6 +23,10 @@ RX_BUILD_PACKAGES=(
   python3 python3-grpcio python3-protobuf python3-dev pybind11-dev
 )
 
+# The fuzz stage of scripts/test.sh (tests/fuzz/): libFuzzer comes with clang, not with GCC.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+RX_FUZZ_PACKAGES=(clang libclang-rt-14-dev libfuzzer-14-dev)
+
 log() {
   printf '==> %s\n' "$*" >&2
 }

@@ -6,7 +6,9 @@
 #   2. the clang-format check;
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer: the whole CTest suite, built in build-asan/;
 #   4. ThreadSanitizer: the tests labelled "concurrent" (tests/CMakeLists.txt), built in build-tsan/;
-#   5. the whole CTest suite on the Release build, last, so that CTest's summary closes the output.
+#   5. fuzzing (tests/fuzz/): the libFuzzer targets, built with clang and ASan+UBSan in build-fuzz/,
+#      replay their seed corpus (CTest), then each fuzzes for FUZZ_SECONDS from it;
+#   6. the whole CTest suite on the Release build, last, so that CTest's summary closes the output.
 #
 # A sanitizer build is RelWithDebInfo at -O1 -g1 (assertions on, line tables for the stacks) with
 # REMOTE_XCOMM_SANITIZE, which instruments our library, the generated protobuf code, the test
@@ -21,6 +23,10 @@
 #   BUILD_DIR=DIR          Release build directory (default: build/ in the repository root)
 #   ASAN_BUILD_DIR=DIR     ASan+UBSan build directory (default: build-asan/ in the repository root)
 #   TSAN_BUILD_DIR=DIR     TSan build directory (default: build-tsan/ in the repository root)
+#   FUZZ=0                 skip the fuzz stage
+#   FUZZ_SECONDS=S         how long each fuzz target runs after replaying its corpus (default: 20)
+#   FUZZ_BUILD_DIR=DIR     fuzz build directory (default: build-fuzz/ in the repository root); each
+#                          target's new inputs and any crashing input go to DIR/fuzz-runs/TARGET/
 #   JOBS=N                 parallel build jobs (default: nproc)
 #   CTEST_JOBS=N           tests run in parallel (default: 2)
 #   CTEST_TIMEOUT=S        limit of each test that sets none itself, in seconds (default: 300)
@@ -54,7 +60,10 @@ esac
 sanitizer_packages=()
 ((run_asan)) && sanitizer_packages+=(libasan8 libubsan1)
 ((run_tsan)) && sanitizer_packages+=(libtsan2)
-ensure_packages "${RX_BUILD_PACKAGES[@]}" clang-format "${sanitizer_packages[@]}"
+run_fuzz="${FUZZ:-1}"
+fuzz_packages=()
+[[ "$run_fuzz" == 0 ]] || fuzz_packages=("${RX_FUZZ_PACKAGES[@]}")
+ensure_packages "${RX_BUILD_PACKAGES[@]}" clang-format "${sanitizer_packages[@]}" "${fuzz_packages[@]}"
 
 failed=()
 suppressions="$RX_ROOT/tests/sanitizers"
@@ -133,6 +142,67 @@ tsan_stage() {
   )
 }
 
+# fuzz_build DIR [CMAKE_ARGS...] : configures DIR with clang for REMOTE_XCOMM_BUILD_FUZZERS (the
+# library, the generated code and the targets with ASan+UBSan and libFuzzer's coverage; nothing
+# else of the project) and builds the fuzz targets. -O0 -g1, assertions on: the stage's cost is
+# compiling the library once more, and most of a fuzzed call's time is in gRPC, which is Debian's
+# optimised build either way.
+fuzz_build() {
+  local dir="$1"
+  shift
+  local -a generator=()
+  [[ -f "$dir/CMakeCache.txt" ]] || generator=(-G Ninja)
+  log "configuring $RX_ROOT in $dir with clang for libFuzzer"
+  cmake -S "$RX_ROOT" -B "$dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O0 -g1" -DCMAKE_CXX_COMPILER=clang++ -DREMOTE_XCOMM_BUILD_FUZZERS=ON \
+    -DREMOTE_XCOMM_BUILD_TESTS=OFF -DREMOTE_XCOMM_BUILD_EXAMPLES=OFF -DREMOTE_XCOMM_BUILD_TOOLS=OFF \
+    -DREMOTE_XCOMM_BUILD_PYTHON=OFF -DREMOTE_XCOMM_BUILD_BENCHMARKS=OFF -DREMOTE_XCOMM_INSTALL=OFF "$@" </dev/null
+  log "building the fuzz targets in $dir with ${JOBS:-$(nproc)} jobs"
+  cmake --build "$dir" --parallel "${JOBS:-$(nproc)}" --target remote_xcomm_fuzzers </dev/null
+}
+
+# run_fuzzer DIR TARGET : fuzzes TARGET for FUZZ_SECONDS, starting from its seed corpus, in
+# DIR/fuzz-runs/TARGET/ (new inputs in corpus/, a crashing input in artifacts/, libFuzzer's output
+# in fuzz.log, whose end is printed). Fails on a crash, a leak, a sanitizer report or a timeout.
+run_fuzzer() {
+  local dir="$1" target="$2" status=0
+  local work="$dir/fuzz-runs/$target"
+  rm -rf "$work"
+  mkdir -p "$work/corpus" "$work/artifacts"
+  log "fuzzing $target for ${FUZZ_SECONDS:-20} s"
+  timeout --kill-after=30 $((${FUZZ_SECONDS:-20} + 300)) \
+    "$dir/tests/fuzz/remote_xcomm_fuzz_$target" -max_total_time="${FUZZ_SECONDS:-20}" -timeout=60 \
+    -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$work/corpus" "$RX_ROOT/tests/fuzz/corpus/$target" \
+    </dev/null >"$work/fuzz.log" 2>&1 || status=$?
+  if ((status == 0)); then
+    grep -E '^(stat::number_of_executed_units|Done)' "$work/fuzz.log" >&2 || true
+  else
+    tail -n 80 "$work/fuzz.log" >&2
+    log "$target: the input is in $work/artifacts/; replay it with $dir/tests/fuzz/remote_xcomm_fuzz_$target FILE"
+  fi
+  return "$status"
+}
+
+fuzz_stage() {
+  (
+    failed=()
+    export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:strict_init_order=1:check_initialization_order=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+    export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$suppressions/ubsan.supp${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+    export LSAN_OPTIONS="suppressions=$suppressions/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+    local dir binary
+    dir="$(absolute_dir "${FUZZ_BUILD_DIR:-$RX_ROOT/build-fuzz}")"
+    time_stage "fuzz build" fuzz_build "$dir" "$@"
+    ((${#failed[@]} == 0)) || exit 1
+    time_stage "fuzz corpus replay" run_ctest "$dir" -L fuzz
+    # Every target tests/fuzz/CMakeLists.txt lists (REMOTE_XCOMM_FUZZ_TARGETS), as built.
+    for binary in "$dir"/tests/fuzz/remote_xcomm_fuzz_*; do
+      [[ -x "$binary" ]] || continue
+      time_stage "fuzz ${binary##*/remote_xcomm_fuzz_}" run_fuzzer "$dir" "${binary##*/remote_xcomm_fuzz_}"
+    done
+    ((${#failed[@]} == 0))
+  )
+}
+
 run_release="${RELEASE:-1}"
 if [[ "$run_release" != 0 ]]; then
   dir="$(build_dir)"
@@ -153,6 +223,9 @@ if ((run_asan)); then
 fi
 if ((run_tsan)); then
   tsan_stage "$@" || failed+=("TSan")
+fi
+if [[ "$run_fuzz" != 0 ]]; then
+  fuzz_stage "$@" || failed+=("fuzz")
 fi
 
 # Last, so that CTest's summary closes the output.

@@ -52,11 +52,16 @@ TaskInstanceKey key_from_annotations(const boost::json::object& payloads) {
 
 boost::json::object requests(std::string_view url, std::uint16_t port, const boost::json::object& data,
                              std::chrono::milliseconds timeout) {
+  return requests(url, port, data, ClientOptions{}, timeout);
+}
+
+boost::json::object requests(std::string_view url, std::uint16_t port, const boost::json::object& data,
+                             const ClientOptions& options, std::chrono::milliseconds timeout) {
   const TaskInstanceKey key = key_from_annotations(data);
   // A loop of its own, run here until the call completes (the call holds work until then): the
   // completion runs on gRPC's thread when it may borrow it, else on this one.
   boost::asio::io_context context;
-  Client client(context);
+  Client client(context, options);
   grpc::Status status;
   boost::json::object object;
   client.send(detail::host_port(url, port), key, data, SendOptions{timeout},

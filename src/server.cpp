@@ -171,6 +171,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     xcom_options.history_bytes = options_.xcom_history_bytes;
     xcom_options.watch_buffer_events = options_.watch_buffer_events;
     xcom_options.store = options_.xcom_store;
+    xcom_options.max_message_bytes = static_cast<std::size_t>(options_.max_message_bytes);
     xcoms_ = std::make_shared<XComTable>(executor_, std::move(xcom_options));
   }
 

@@ -1,6 +1,7 @@
 // The prototype's two one-liners, blocking: rx::requests and rx::connect_ti_function.
 #pragma once
 
+#include <remote_xcomm/client.hpp>
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/server.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
@@ -48,6 +49,12 @@ class RpcError : public std::runtime_error {
 [[nodiscard]] boost::json::object requests(std::string_view url, std::uint16_t port, const boost::json::object& data,
                                            std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
+/// As above, through a Client with `options`: ClientOptions::max_message_bytes lets `data` and the
+/// reply exceed gRPC's default of 4 MiB, up to what the server accepts (ServerOptions::max_message_bytes).
+[[nodiscard]] boost::json::object requests(std::string_view url, std::uint16_t port, const boost::json::object& data,
+                                           const ClientOptions& options,
+                                           std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
 /// Serves `task` at `key` on `options.host`:`options.port` on a loop of its own until SIGINT or
 /// SIGTERM, then shuts down cleanly. Prints one line, "remote_xcomm: serving KEY on HOST:PORT",
 /// to stdout once it listens. Throws std::runtime_error if it cannot listen.
@@ -77,6 +84,15 @@ template <HasTaskInstanceKey TaskInstance>
   return {ti.dag_id, ti.task_id, ti.run_id, static_cast<int>(ti.map_index)};
 }
 
+/// Serves one task instance with `options` (host, port, ServerOptions::max_message_bytes for payloads
+/// above 4 MiB, ...) until SIGINT or SIGTERM, as the overload below does on loopback.
+template <HasTaskInstanceKey TaskInstance>
+void connect_ti_function(const ServerOptions& options, TaskInstance& ti,
+                         boost::asio::awaitable<void> (TaskInstance::*method)(Endpoint)) {
+  serve_until_signalled(options, key_of(ti),
+                        [&ti, method](Endpoint endpoint) { return (ti.*method)(std::move(endpoint)); });
+}
+
 /// Serves one task instance on `port` of loopback until SIGINT or SIGTERM (the prototype's
 /// `rx.connect_ti_function`): each request to the instance's key runs `(ti.*method)(endpoint)`,
 /// a coroutine that gets the payloads and pushes the reply. Port 0 picks a free port (printed).
@@ -85,8 +101,7 @@ void connect_ti_function(std::uint16_t port, TaskInstance& ti,
                          boost::asio::awaitable<void> (TaskInstance::*method)(Endpoint)) {
   ServerOptions options;
   options.port = port;
-  serve_until_signalled(options, key_of(ti),
-                        [&ti, method](Endpoint endpoint) { return (ti.*method)(std::move(endpoint)); });
+  connect_ti_function(options, ti, method);
 }
 
 }  // namespace rx

@@ -3,6 +3,8 @@
 #include "tsan_annotations.hpp"
 #include "xcom/wire.hpp"
 
+#include <boost/asio/post.hpp>
+#include <google/protobuf/io/coded_stream.h>
 #include <grpcpp/server_context.h>
 
 #include <algorithm>
@@ -101,6 +103,21 @@ class PullCall final : public grpc::ServerUnaryReactor,
     for (const XCom& xcom : xcoms) {
       to_proto(xcom, *response_->add_xcoms());
     }
+    // Checked here rather than left to gRPC, whose refusal names neither the limit nor a remedy.
+    const std::size_t bytes = response_->ByteSizeLong();
+    if (const std::size_t limit = table_->options().max_message_bytes; bytes > limit) {
+      response_->Clear();
+      std::string message = "the XComs matched make a reply of ";
+      message.append(std::to_string(bytes))
+          .append(" bytes, over the server's message limit of ")
+          .append(std::to_string(limit))
+          .append(" (ServerOptions::max_message_bytes)");
+      if (xcoms.size() > 1) {
+        message.append("; pull fewer at a time (one map index)");
+      }
+      finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, message));
+      return;
+    }
     finish(grpc::Status::OK);
   }
 
@@ -167,6 +184,9 @@ class WatchCall final : public grpc::ServerWriteReactor<remote_xcomm::v1::WatchR
   }
 
   bool on_event(const XComEventPtr& event) override {
+    if (finish_requested_) {
+      return false;  // ended (an event too large to send); the table forgets it now
+    }
     if (pending_.size() >= buffer_limit_) {
       // Falling behind: ended rather than buffered without bound, so that it neither grows the
       // server's memory nor holds up the others. It resumes after what it received.
@@ -249,12 +269,38 @@ class WatchCall final : public grpc::ServerWriteReactor<remote_xcomm::v1::WatchR
       return;
     }
     message_.Clear();
-    std::size_t bytes = 0;
+    std::size_t bytes = 0;  // of message_, as serialised
+    const std::size_t limit = table_->options().max_message_bytes;
     while (!pending_.empty() && message_.events_size() < static_cast<int>(MAX_EVENTS_PER_MESSAGE) &&
            bytes < MAX_BYTES_PER_MESSAGE) {
       const XComEventPtr& event = pending_.front();
-      bytes += event->bytes();
-      event->to_proto(*message_.add_events());
+      remote_xcomm::v1::WatchEvent& added = *message_.add_events();
+      event->to_proto(added);
+      const std::size_t event_bytes = added.ByteSizeLong();
+      const std::size_t framed = 1 + google::protobuf::io::CodedOutputStream::VarintSize64(event_bytes) + event_bytes;
+      if (bytes + framed > limit) {
+        message_.mutable_events()->RemoveLast();
+        if (message_.events_size() > 0) {
+          break;  // it goes alone in the next message
+        }
+        // Alone over the limit: no message can carry it. Ended, never skipped silently; the
+        // watcher can resume past it.
+        std::string message = "the event with sequence ";
+        message.append(std::to_string(event->sequence))
+            .append(" makes a message of ")
+            .append(std::to_string(framed))
+            .append(" bytes, over the server's message limit of ")
+            .append(std::to_string(limit))
+            .append(" (ServerOptions::max_message_bytes); resume with after_sequence = ")
+            .append(std::to_string(event->sequence))
+            .append(" to skip it (Pull cannot carry it either)");
+        // This may run inside the table's publish (on_event), which must not be unsubscribed
+        // from: ended now, unsubscribed by a job of its own, which keeps it alive until then.
+        end_unregistered(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, message));
+        boost::asio::post(loop_, [self = shared_from_this()] { self->table_->unsubscribe(*self); });
+        return;
+      }
+      bytes += framed;
       last_written_ = event->sequence;
       pending_.pop_front();
     }

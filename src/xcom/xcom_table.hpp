@@ -33,6 +33,9 @@ struct XComTableOptions {
   std::size_t history_bytes = std::size_t{64} << 20;
   std::size_t watch_buffer_events = 4096;
   std::shared_ptr<XComStore> store;
+  // The largest message the server sends (ServerOptions::max_message_bytes): a Pull reply or a
+  // Watch message over it is refused with a status naming the limit, not left to gRPC.
+  std::size_t max_message_bytes = std::size_t{4} << 20;
 };
 
 /// One change (an XCom pushed, a state entered, an attempt's XComs cleared), made once and shared

@@ -24,7 +24,7 @@
 #   ASAN_BUILD_DIR=DIR     ASan+UBSan build directory (default: build-asan/ in the repository root)
 #   TSAN_BUILD_DIR=DIR     TSan build directory (default: build-tsan/ in the repository root)
 #   FUZZ=0                 skip the fuzz stage
-#   FUZZ_SECONDS=S         how long each fuzz target runs after replaying its corpus (default: 20)
+#   FUZZ_SECONDS=S         how long each fuzz target runs after replaying its corpus (default: 10)
 #   FUZZ_BUILD_DIR=DIR     fuzz build directory (default: build-fuzz/ in the repository root); each
 #                          target's new inputs and any crashing input go to DIR/fuzz-runs/TARGET/
 #   JOBS=N                 parallel build jobs (default: nproc)
@@ -169,9 +169,9 @@ run_fuzzer() {
   local work="$dir/fuzz-runs/$target"
   rm -rf "$work"
   mkdir -p "$work/corpus" "$work/artifacts"
-  log "fuzzing $target for ${FUZZ_SECONDS:-20} s"
-  timeout --kill-after=30 $((${FUZZ_SECONDS:-20} + 300)) \
-    "$dir/tests/fuzz/remote_xcomm_fuzz_$target" -max_total_time="${FUZZ_SECONDS:-20}" -timeout=60 \
+  log "fuzzing $target for ${FUZZ_SECONDS:-10} s"
+  timeout --kill-after=30 $((${FUZZ_SECONDS:-10} + 300)) \
+    "$dir/tests/fuzz/remote_xcomm_fuzz_$target" -max_total_time="${FUZZ_SECONDS:-10}" -timeout=60 \
     -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$work/corpus" "$RX_ROOT/tests/fuzz/corpus/$target" \
     </dev/null >"$work/fuzz.log" 2>&1 || status=$?
   if ((status == 0)); then

@@ -24,7 +24,7 @@ set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(REMOTE_XCOMM_DEB_DEPENDS libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev "libboost1.81-dev"
                              "libboost-json1.81-dev")
 if(REMOTE_XCOMM_STATIC)
-  list(APPEND REMOTE_XCOMM_DEB_DEPENDS libsqlite3-dev)
+  list(APPEND REMOTE_XCOMM_DEB_DEPENDS libsqlite3-dev libssl-dev)
 endif()
 list(JOIN REMOTE_XCOMM_DEB_DEPENDS ", " CPACK_DEBIAN_PACKAGE_DEPENDS)
 

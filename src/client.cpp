@@ -10,7 +10,9 @@
 #include "client_internal.hpp"
 #include "codec.hpp"
 #include "grpc_callback_threads.hpp"
+#include "observability/log.hpp"
 #include "observability/server_metrics.hpp"
+#include "security/tls.hpp"
 #include "xcom/wire.hpp"
 
 #include <remote_xcomm/v1/remote_xcomm.grpc.pb.h>
@@ -166,7 +168,8 @@ class ClientImpl {
       : owned_loop_(std::move(owned)),
         executor_((loop != nullptr ? loop : owned_loop_.get())->get_executor()),
         options_(std::move(options)),
-        exchange_limits_(exchange_limits()) {
+        exchange_limits_(exchange_limits()),
+        credentials_(channel_credentials(options_.tls)) {
     hold_grpc_callback_threads();  // this Client's channels may be freed on gRPC's threads
   }
 
@@ -286,7 +289,16 @@ class ClientImpl {
       auto channel =
           std::make_shared<TargetChannel>(std::string(target), options_.transport, executor_, exchange_limits_);
       channel->stub = remote_xcomm::v1::RemoteXComm::NewStub(
-          grpc::CreateCustomChannel(channel->target, grpc::InsecureChannelCredentials(), channel_arguments()));
+          grpc::CreateCustomChannel(channel->target, credentials_, channel_arguments()));
+      if (!options_.token.empty()) {
+        channel->authorization = std::string("Bearer ").append(options_.token);
+        if (!options_.tls && !is_local_address(channel->target)) {
+          std::string line = "client sends a bearer token to ";
+          line.append(channel->target)
+              .append(" without TLS: it crosses the network in clear text (ClientOptions::tls)");
+          log(LogLevel::warning, line);
+        }
+      }
       it = stubs_.emplace(channel->target, std::move(channel)).first;
     }
     last_.store(it->second.get(), std::memory_order_release);
@@ -340,6 +352,7 @@ class ClientImpl {
   LoopExecutor executor_;
   ClientOptions options_;
   ExchangeLimits exchange_limits_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;  // every target's: plain, TLS or mutual TLS
   std::atomic<TargetChannel*> last_{nullptr};
   std::mutex stubs_mutex_;
   std::unordered_map<std::string, std::shared_ptr<TargetChannel>, StringHash, std::equal_to<>> stubs_;

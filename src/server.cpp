@@ -7,6 +7,8 @@
 #include "grpc_callback_threads.hpp"
 #include "observability/log.hpp"
 #include "observability/server_metrics.hpp"
+#include "security/access.hpp"
+#include "security/tls.hpp"
 #include "transport/exchange_stream.hpp"
 #include "tsan_annotations.hpp"
 #include "unary_send_call.hpp"
@@ -159,8 +161,10 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
         loop_(owned_or_null != nullptr ? owned_or_null : owned_loop_.get()),
         executor_(loop_->get_executor()),
         options_(std::move(options)),
+        access_(options_.scheduler_token),
         in_flight_refusal_("server has " + std::to_string(options_.max_requests_in_flight) +
                            " requests in flight, its limit (ServerOptions::max_requests_in_flight)") {
+    options_.scheduler_token.clear();  // kept only as its digest, in access_
     if (options_.on_task_error) {
       on_task_error_ = std::make_shared<const EndpointState::TaskErrorHook>(std::move(options_.on_task_error));
     }
@@ -193,7 +197,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     hold_grpc_callback_threads();  // the Server may be destroyed on one of gRPC's threads
     metrics_.mark_started();
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(listening_address(), grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(listening_address(), server_credentials(options_.tls), &port_);
     builder.RegisterService(this);
     builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
     builder.SetMaxSendMessageSize(options_.max_message_bytes);
@@ -225,6 +229,14 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       // "" (the whole server) is SERVING from the start; our service by name too.
       health->SetServingStatus(std::string(SERVICE_NAME), true);
     }
+    if (!options_.tls && !is_local_address(listening_address())) {
+      std::string line = "server listening on ";
+      line.append(listening_address())
+          .append(" without TLS: requests, replies, XComs")
+          .append(access_.enabled() ? " and bearer tokens" : "")
+          .append(" cross the network in clear text (set ServerOptions::tls, docs/security.md)");
+      log(LogLevel::warning, line);
+    }
     if (log_enabled(LogLevel::info)) {
       std::string line = "server listening on ";
       line.append(target());
@@ -249,6 +261,14 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     handed_to_grpc(send_call);  // its reactions (OnCancel, OnDone) see it constructed
     if (stopping_.load(std::memory_order_acquire)) {
       call->fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+      return reactor;
+    }
+    // The caller's token, before anything else of the request is looked at (one branch without).
+    if (auto refused = access_.authorize_task(*context, view_of(request->key()))) {
+      log_refusal(request->key(), refused->error_code() == grpc::StatusCode::UNAUTHENTICATED
+                                      ? "UNAUTHENTICATED (no bearer token)"
+                                      : "PERMISSION_DENIED (the token does not reach it)");
+      call->fail(*refused);
       return reactor;
     }
     // Refused before parsing and before the loop: a saturated server spends nothing more on a
@@ -282,11 +302,24 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       metrics_.record_code(Method::exchange, grpc::StatusCode::UNAVAILABLE);
       return new RefusedStream(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
     }
+    StreamAccess access;
+    if (access_.enabled()) {
+      // The stream's token, once; each frame is then checked against its task instance.
+      const Caller caller = access_.identify(*context);
+      if (auto refused = AccessControl::check_authenticated(caller)) {
+        metrics_.record_code(Method::exchange, refused->error_code());
+        return new RefusedStream(*refused);
+      }
+      if (caller.kind != Caller::Kind::scheduler) {
+        access.control = &access_;
+        access.caller = caller;
+      }
+    }
     StreamLimits limits;
     limits.max_message_bytes = static_cast<std::size_t>(options_.max_message_bytes);
     limits.max_json_depth = options_.max_json_depth;
     limits.max_in_flight = options_.max_stream_requests_in_flight;
-    return new ExchangeStream(context, *this, executor_, limits);
+    return new ExchangeStream(context, *this, executor_, limits, access);
   }
 
   grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context, const remote_xcomm::v1::PullRequest* request,
@@ -295,6 +328,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     if (stopping_.load(std::memory_order_acquire)) {
       metrics_.record_code(Method::pull, grpc::StatusCode::UNAVAILABLE);
       return refuse_unary(context);
+    }
+    if (auto refused = request->all_map_indexes() ? access_.authorize_scheduler(*context, "a Pull of every map index")
+                                                  : access_.authorize_task(*context, pulled_key(*request))) {
+      metrics_.record_code(Method::pull, refused->error_code());
+      return refuse_unary(context, *refused);
     }
     return start_pull(context, *request, response, xcoms_, executor_, &metrics_);
   }
@@ -308,6 +346,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     if (stopping_.load(std::memory_order_acquire)) {
       metrics_.record(Method::get_state, grpc::StatusCode::UNAVAILABLE, started);
       reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+      return reactor;
+    }
+    if (auto refused = access_.authorize_task(*context, view_of(request->task_instance()))) {
+      metrics_.record(Method::get_state, refused->error_code(), started);
+      reactor->Finish(*refused);
       return reactor;
     }
     // The request and response live until Finish, which the job calls; the service until the
@@ -340,6 +383,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     back_from_grpc(this);
     const auto started = std::chrono::steady_clock::now();
     grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
+    if (auto refused = access_.authorize_scheduler(*context, "List")) {
+      metrics_.record(Method::list, refused->error_code(), started);
+      reactor->Finish(*refused);
+      return reactor;
+    }
     std::optional<ListCursor> after;
     if (!request->page_token().empty()) {
       after = parse_list_token(request->page_token());
@@ -366,6 +414,11 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     back_from_grpc(this);
     const auto started = std::chrono::steady_clock::now();
     grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
+    if (auto refused = access_.authorize_scheduler(*context, "Stats")) {
+      metrics_.record(Method::stats, refused->error_code(), started);
+      reactor->Finish(*refused);
+      return reactor;
+    }
     detail::hand_off(executor_, [this, reactor, response, started] {
       to_proto(stats_on_loop(), *response);
       metrics_.record(Method::stats, grpc::StatusCode::OK, started);
@@ -452,6 +505,12 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       metrics_.record_code(Method::watch, grpc::StatusCode::UNAVAILABLE);
       return new RefusedWatch(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
     }
+    if (auto refused = watches_one_task_instance(*request)
+                           ? access_.authorize_task(*context, watched_key(*request))
+                           : access_.authorize_scheduler(*context, "a Watch of more than one task instance")) {
+      metrics_.record_code(Method::watch, refused->error_code());
+      return new RefusedWatch(*refused);
+    }
     return start_watch(context, *request, xcoms_, executor_, &metrics_);
   }
 
@@ -498,6 +557,10 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   }
 
   bool attach(TaskInstanceKey key, Server::Task task, const AttachOptions& attach_options) {
+    if (!attach_options.token.empty() && !access_.enabled()) {
+      throw std::invalid_argument(
+          "AttachOptions::token needs ServerOptions::scheduler_token: without it the server checks no token");
+    }
     if (stopping_.load(std::memory_order_acquire)) {
       return false;
     }
@@ -509,6 +572,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       auto endpoint = std::make_shared<EndpointState>(executor_, std::move(key), std::move(task), on_task_error_,
                                                       options_.max_queued_requests);
       endpoint->bind_xcoms(xcoms_, record, std::max<std::uint32_t>(attach_options.try_number.value_or(1), 1));
+      access_.add_endpoint(endpoint->key(), attach_options.token);  // before a request can reach it
       if (log_enabled(LogLevel::debug)) {
         std::string line = "endpoint ";
         line.append(to_string(endpoint->key())).append(" attached");
@@ -527,6 +591,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       }
       const std::shared_ptr<EndpointState> endpoint = *it;
       endpoints_.erase(it);
+      access_.remove_endpoint(key.view());                 // its token reaches nothing from here on
       TaskRecord* const record = endpoint->xcom_record();  // made now if it had none: detached is a state
       endpoint->close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "endpoint " + to_string(key) + " was detached"));
       xcoms_->detach(*record);
@@ -825,10 +890,23 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     }
   }
 
-  static grpc::ServerUnaryReactor* refuse_unary(grpc::CallbackServerContext* context) {
+  static grpc::ServerUnaryReactor* refuse_unary(grpc::CallbackServerContext* context,
+                                                const grpc::Status& status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                                                                          "server is shutting down")) {
     grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+    reactor->Finish(status);
     return reactor;
+  }
+
+  // The one task instance a Pull (without all_map_indexes) or a Watch names.
+  static TaskInstanceKeyView pulled_key(const remote_xcomm::v1::PullRequest& request) noexcept {
+    return {request.dag_id(), request.task_id(), request.run_id(), request.has_map_index() ? request.map_index() : -1};
+  }
+  static bool watches_one_task_instance(const remote_xcomm::v1::WatchRequest& request) noexcept {
+    return !request.task_id().empty() && !request.all_map_indexes();
+  }
+  static TaskInstanceKeyView watched_key(const remote_xcomm::v1::WatchRequest& request) noexcept {
+    return {request.dag_id(), request.task_id(), request.run_id(), request.has_map_index() ? request.map_index() : -1};
   }
 
   // A Watch refused before it started.
@@ -884,6 +962,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   Loop* loop_;
   LoopExecutor executor_;
   ServerOptions options_;
+  AccessControl access_;  // tokens, any thread
   std::shared_ptr<const EndpointState::TaskErrorHook> on_task_error_;
   std::string in_flight_refusal_;  // built once: refusals come in bursts, under overload
   int port_ = 0;

@@ -1,5 +1,7 @@
 #include "unary_send_call.hpp"
 
+#include "security/access.hpp"
+
 #include "codec.hpp"
 #include "tsan_annotations.hpp"
 
@@ -87,6 +89,9 @@ std::vector<std::pair<std::string, std::string>> UnarySendCall::metadata() const
   const auto& received = context_->client_metadata();
   entries.reserve(received.size());
   for (const auto& [key, value] : received) {
+    if (is_authorization_metadata(std::string_view(key.data(), key.size()))) {
+      continue;  // a token is never shown to task code
+    }
     entries.emplace_back(std::string(key.data(), key.size()), std::string(value.data(), value.size()));
   }
   return entries;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/security.hpp>
 #include <remote_xcomm/stats.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
 #include <remote_xcomm/watch.hpp>
@@ -93,7 +94,8 @@ struct ClientOptions {
   ///   written in batches; each carries its deadline in its frame and is also timed out by the
   ///   client, which then cancels it on the stream. A stream that breaks fails every send in
   ///   flight on it with UNAVAILABLE, saying why ("the Exchange stream ended before the reply
-  ///   arrived: ..."), and the next send opens a new stream. Differences from unary: a send
+  ///   arrived: ..."; UNAUTHENTICATED or PERMISSION_DENIED instead when the server refused the
+  ///   stream's token), and the next send opens a new stream. Differences from unary: a send
   ///   larger than the send limit fails with RESOURCE_EXHAUSTED before it is written; a batch of
   ///   replies larger than the receive limit breaks the stream (UNAVAILABLE for every send on it)
   ///   rather than failing one send with RESOURCE_EXHAUSTED, so keep the receive limit at least
@@ -124,6 +126,20 @@ struct ClientOptions {
   /// e.g. keepalive (`SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ...)`), reconnect backoff, a load
   /// balancing policy or `SetMaxReceiveMessageSize`. Read when a target's channel is created.
   grpc::ChannelArguments channel_arguments;
+
+  /// TLS, or mutual TLS with ClientTls::certificate_chain and private_key, for every target
+  /// (docs/security.md). None: plain text. A server that expects TLS refuses a plain-text client
+  /// (UNAVAILABLE), as does a TLS client a server whose certificate its roots do not trust. The
+  /// Client's constructor throws std::invalid_argument when only one of ClientTls::certificate_chain
+  /// and ClientTls::private_key is set.
+  std::optional<ClientTls> tls;
+
+  /// Sent with every call as the metadata `authorization: Bearer <token>`: the server's scheduler
+  /// token, or one endpoint's token (AttachOptions::token), which reaches that task instance only.
+  /// One Client speaks with one token; use a Client per identity. Sent without TLS to a target
+  /// that is not loopback or a Unix socket, it logs a warning (the token crosses the network in
+  /// clear text). Empty: no metadata.
+  std::string token;
 };
 
 /// A Client's handle to one target (Client::connect): sends through it skip the Client's lookup

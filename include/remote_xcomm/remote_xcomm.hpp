@@ -9,6 +9,7 @@
 #include <remote_xcomm/log.hpp>
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/request.hpp>
+#include <remote_xcomm/security.hpp>
 #include <remote_xcomm/server.hpp>
 #include <remote_xcomm/stats.hpp>
 #include <remote_xcomm/task_instance_key.hpp>

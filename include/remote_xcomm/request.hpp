@@ -72,8 +72,8 @@ class Request {
   [[nodiscard]] std::optional<std::chrono::system_clock::time_point> deadline() const;
   /// The caller's address as gRPC names it ("ipv4:127.0.0.1:50322"). Empty once answered.
   [[nodiscard]] std::string peer() const;
-  /// The metadata the caller sent (keys lower case, gRPC's own entries included). Empty once
-  /// answered.
+  /// The metadata the caller sent (keys lower case, gRPC's own entries included), except
+  /// `authorization`: a caller's token never reaches task code. Empty once answered.
   [[nodiscard]] std::vector<std::pair<std::string, std::string>> metadata() const;
 
   /// True once the caller gave up (cancelled its call, or its deadline passed): nobody waits for

@@ -4,6 +4,7 @@
 #include <remote_xcomm/detail/endpoint_state.hpp>
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/loop.hpp>
+#include <remote_xcomm/security.hpp>
 #include <remote_xcomm/stats.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
 #include <remote_xcomm/xcom.hpp>
@@ -34,7 +35,10 @@ void initiate_shutdown(const std::shared_ptr<ServerImpl>& impl, std::chrono::ste
 
 /// How a Server listens and what it accepts.
 struct ServerOptions {
-  /// Address to listen on. Loopback by default; "0.0.0.0" or "::" to accept other hosts.
+  /// Address to listen on. Loopback by default; "0.0.0.0" or "::" to accept other hosts, an
+  /// explicit choice: listening on an address other than loopback without `tls` logs a warning
+  /// (rx::set_log_sink), since requests, replies, XComs and tokens would cross the network in
+  /// clear text.
   std::string host = "127.0.0.1";
   /// Port to listen on; 0 picks a free port, which Server::port() reports after start().
   std::uint16_t port = 0;
@@ -88,6 +92,20 @@ struct ServerOptions {
   /// exception thrown by the hook itself is rethrown there too.
   std::function<void(const TaskInstanceKey&, std::exception_ptr)> on_task_error;
 
+  // ---- Security (docs/security.md) ----
+
+  /// TLS, or mutual TLS with ServerTls::client_ca. None: plain text (fine on loopback and Unix
+  /// sockets; elsewhere start() logs a warning).
+  std::optional<ServerTls> tls;
+  /// Not empty: every call must carry the metadata `authorization: Bearer <token>` with this
+  /// token, which reaches every RPC and task instance, or an endpoint's own token
+  /// (AttachOptions::token), which reaches that task instance's Send, Exchange frames, Pull,
+  /// GetState and Watch only. No token: UNAUTHENTICATED; a token that does not reach what the call
+  /// asks for: PERMISSION_DENIED. Checked on gRPC's thread before the request's payload is parsed;
+  /// compared in constant time (as SHA-256 digests); never logged, never shown to task code. The
+  /// health and reflection services stay open. Empty (the default): no checks.
+  std::string scheduler_token;
+
   // ---- Introspection (docs/protocol.md, "Health, reflection, List and Stats") ----
 
   /// Serve gRPC's standard health checking service (`grpc.health.v1.Health`): the whole server
@@ -137,6 +155,12 @@ struct AttachOptions {
   /// equals the attempt the server keeps for the key: then it resumes that attempt and keeps them
   /// (a restarted worker serving the same try). None: the kept attempt + 1, or 1.
   std::optional<std::uint32_t> try_number;
+  /// The endpoint's own bearer token (docs/security.md): a caller presenting it reaches this task
+  /// instance's requests (Send, Exchange frames), XComs (Pull of this task instance), GetState and
+  /// Watch, and nothing else; valid while the endpoint is attached. Needs
+  /// ServerOptions::scheduler_token (attach throws std::invalid_argument without it). Empty: the
+  /// endpoint is reached with the scheduler token only.
+  std::string token;
 };
 
 /// Hosts endpoints, each addressed by a TaskInstanceKey, behind the `remote_xcomm.v1.RemoteXComm`
@@ -194,7 +218,8 @@ class Server {
   [[nodiscard]] std::string target() const;
 
   /// Hosts `task` at `key`. Returns false, changing nothing, if `key` is already attached or the
-  /// server is shutting down. Requests may arrive as soon as this returns.
+  /// server is shutting down. Requests may arrive as soon as this returns. Throws
+  /// std::invalid_argument for an AttachOptions::token on a server without a scheduler token.
   [[nodiscard]] bool attach(TaskInstanceKey key, Task task);
   /// As above, with the attempt it starts or resumes (AttachOptions::try_number).
   [[nodiscard]] bool attach(TaskInstanceKey key, Task task, AttachOptions options);

@@ -319,6 +319,9 @@ ClientExchangeStream::ClientExchangeStream(const TargetChannel& channel, bool wa
   // The stream lives as long as it is used: no deadline of its own (each send has its own), and
   // gRPC's wait_for_ready as its sends asked (a target has one stream of each kind).
   context_.set_wait_for_ready(wait_for_ready);
+  if (!channel.authorization.empty()) {
+    context_.AddMetadata("authorization", channel.authorization);  // the stream's token, once
+  }
 }
 
 ClientExchangeStream::~ClientExchangeStream() {
@@ -509,7 +512,11 @@ void ClientExchangeStream::done(const grpc::Status& status) {
   outbox_.clear();
   Settled settled;
   if (!in_flight_.empty()) {
-    const grpc::Status broke(grpc::StatusCode::UNAVAILABLE,
+    // A stream the server refused for its token fails its sends with that verdict (retrying cannot
+    // help); any other end is a broken stream.
+    const bool refused = status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+                         status.error_code() == grpc::StatusCode::PERMISSION_DENIED;
+    const grpc::Status broke(refused ? status.error_code() : grpc::StatusCode::UNAVAILABLE,
                              std::string("the Exchange stream ended before the reply arrived: ") +
                                  status_code_name(status.error_code()) +
                                  (status.error_message().empty() ? "" : ": " + status.error_message()));

@@ -39,6 +39,8 @@ struct TargetChannel : std::enable_shared_from_this<TargetChannel> {
   std::string target;
   Transport transport;
   std::unique_ptr<remote_xcomm::v1::RemoteXComm::Stub> stub;
+  // "Bearer <ClientOptions::token>", sent with every call; empty without a token.
+  std::string authorization;
   // For the Exchange transport: the Client's loop, where its streams live, and their limits.
   LoopExecutor loop;
   ExchangeLimits exchange_limits;

@@ -51,6 +51,9 @@ struct UnaryCall final : ClientCompletion<UnaryCall<Rpc>, grpc::Status, typename
     if (options.wait_for_ready) {
       call->context.set_wait_for_ready(true);
     }
+    if (!channel.authorization.empty()) {
+      call->context.AddMetadata("authorization", channel.authorization);
+    }
     auto slot = call->handler.get_cancellation_slot();
     if (slot.is_connected()) {
       // Emitted on the caller's executor; the call lives until its completion has cleared the slot there.

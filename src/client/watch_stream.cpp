@@ -45,6 +45,9 @@ std::shared_ptr<WatchStream> WatchStream::start(std::shared_ptr<const TargetChan
   to_proto(query, stream->request_);
   stream->last_sequence_.store(query.after_sequence, std::memory_order_relaxed);
   stream->grpc_reference_ = stream;
+  if (!stream->channel_->authorization.empty()) {
+    stream->context_.AddMetadata("authorization", stream->channel_->authorization);
+  }
   stream->channel_->stub->async()->Watch(&stream->context_, &stream->request_, stream.get());
   stream->AddHold();
   stream->holding_ = true;

@@ -151,6 +151,7 @@ struct ExchangeStream::ReadBatch {
   remote_xcomm::v1::ExchangeRequest message;      // the keys are views into it
   std::vector<boost::json::object> payloads;      // one per frame, empty for a cancel or a bad payload
   std::vector<std::string> errors;                // one per frame: why its payload was refused, or empty
+  std::vector<bool> denied;                       // per frame when checked: errors[i] is PERMISSION_DENIED's
   std::size_t payload_bytes = 0;                  // of every frame: whether the message is kept for reuse
 };
 
@@ -165,11 +166,14 @@ void ExchangeStream::MemberJob::invoke_member(LoopJob* job, bool run) noexcept {
 // ---- gRPC's threads -----------------------------------------------------------------------
 
 ExchangeStream::ExchangeStream(grpc::CallbackServerContext* context, StreamHost& host, LoopExecutor loop,
-                               StreamLimits limits)
-    : host_(host), loop_(std::move(loop)), limits_(limits) {
+                               StreamLimits limits, StreamAccess access)
+    : host_(host), loop_(std::move(loop)), limits_(limits), access_(access) {
   peer_ = context->peer();
   auto metadata = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
   for (const auto& [key, value] : context->client_metadata()) {
+    if (is_authorization_metadata(std::string_view(key.data(), key.size()))) {
+      continue;  // a token is never shown to task code
+    }
     metadata->emplace_back(std::string(key.data(), key.size()), std::string(value.data(), value.size()));
   }
   metadata_ = std::move(metadata);
@@ -205,11 +209,22 @@ void ExchangeStream::OnReadDone(bool ok) {
   const int frames = batch->message.frames_size();
   batch->payloads.resize(static_cast<std::size_t>(frames));
   batch->errors.resize(static_cast<std::size_t>(frames));
+  if (access_.control != nullptr) {
+    batch->denied.resize(static_cast<std::size_t>(frames));
+  }
   for (int i = 0; i < frames; ++i) {
     const ExchangeFrame& frame = batch->message.frames(i);
     batch->payload_bytes += frame.payload_json().size();
     if (!frame.cancel()) {
       const auto at = static_cast<std::size_t>(i);
+      // The token against the frame's task instance, before its payload is parsed.
+      if (access_.control != nullptr) {
+        if (auto refused = access_.control->check_task(access_.caller, view_of(frame.key()))) {
+          batch->denied[at] = true;
+          batch->errors[at] = refused->error_message();
+          continue;
+        }
+      }
       if (!parse_json_object(frame.payload_json(), limits_.max_json_depth, batch->payloads[at], batch->errors[at])) {
         batch->payloads[at] = {};
       }
@@ -272,7 +287,9 @@ void ExchangeStream::take_batch(ReadBatch& batch) {
     if (finish_requested_ || host_.refusing()) {
       refused.emplace(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
     } else if (!batch.errors[at].empty()) {
-      refused.emplace(grpc::StatusCode::INVALID_ARGUMENT, batch.errors[at]);
+      const bool denied = !batch.denied.empty() && batch.denied[at];
+      refused.emplace(denied ? grpc::StatusCode::PERMISSION_DENIED : grpc::StatusCode::INVALID_ARGUMENT,
+                      batch.errors[at]);
     } else if (in_flight_.size() >= limits_.max_in_flight) {
       // The pacing below stops reading at the limit; a batch larger than what is left is refused
       // past it, so the limit holds whatever the client packs into one message.

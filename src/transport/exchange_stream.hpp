@@ -8,6 +8,8 @@
 #include <remote_xcomm/task_instance_key.hpp>
 #include <remote_xcomm/v1/remote_xcomm.pb.h>
 
+#include "security/access.hpp"
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/intrusive/set.hpp>
 #include <boost/json/object.hpp>
@@ -67,6 +69,15 @@ struct StreamLimits {
   std::size_t max_in_flight = 4096;  // requests read and unanswered before the stream stops reading
 };
 
+/// Whose token the stream carries. `control` null: nothing to check per frame (no tokens on the
+/// server, or the scheduler's token). Otherwise each frame is checked against its task instance
+/// before its payload is parsed, and one that the token does not reach is answered with
+/// PERMISSION_DENIED; the stream goes on.
+struct StreamAccess {
+  const AccessControl* control = nullptr;
+  Caller caller;
+};
+
 /// One Exchange stream and its reactor.
 ///
 /// gRPC's reactions stay short: a batch read is parsed on the thread that read it (bad JSON is
@@ -93,7 +104,8 @@ class ExchangeStream final
  public:
   /// Starts reading. `host` must outlive the stream's finish (a server's graceful shutdown waits
   /// for every stream to finish).
-  ExchangeStream(grpc::CallbackServerContext* context, StreamHost& host, LoopExecutor loop, StreamLimits limits);
+  ExchangeStream(grpc::CallbackServerContext* context, StreamHost& host, LoopExecutor loop, StreamLimits limits,
+                 StreamAccess access = {});
 
   /// Loop: the server is shutting down and its endpoints are closed: end the stream with
   /// UNAVAILABLE once the replies already made are written.
@@ -163,6 +175,7 @@ class ExchangeStream final
   StreamHost& host_;
   LoopExecutor loop_;
   StreamLimits limits_;
+  StreamAccess access_;
   std::atomic<int> references_{1};  // gRPC's, until OnDone
 
   // Set in the constructor, read-only afterwards.

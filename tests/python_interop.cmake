@@ -66,3 +66,16 @@ add_test(
 set_tests_properties(PythonGrpcioClientTalksToCppServer PROPERTIES TIMEOUT 120 LABELS "interop;python;concurrent")
 add_dependencies(remote_xcomm_tests remote_xcomm_example_server)
 add_dependencies(remote_xcomm_concurrent_tests remote_xcomm_example_server)
+
+# docs/security.md with stock grpcio: TLS (grpcio's own SSL credentials) and the token statuses
+# against `rxcomm serve`, with a CA made by tests/helpers/make_test_ca.sh when the test runs.
+if(TARGET rxcomm)
+  add_test(
+    NAME PythonGrpcioSecurityStatuses
+    COMMAND ${REMOTE_XCOMM_SYSTEM_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/interop/run_security_interop.py
+            --rxcomm $<TARGET_FILE:rxcomm> --stubs ${REMOTE_XCOMM_PYTHON_STUBS_DIR}
+            --make-ca ${CMAKE_CURRENT_LIST_DIR}/helpers/make_test_ca.sh)
+  set_tests_properties(PythonGrpcioSecurityStatuses PROPERTIES TIMEOUT 120 LABELS "interop;python;concurrent")
+  add_dependencies(remote_xcomm_tests rxcomm)
+  add_dependencies(remote_xcomm_concurrent_tests rxcomm)
+endif()

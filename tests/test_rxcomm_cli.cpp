@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -55,7 +56,9 @@ struct Outcome {
 // One rxcomm process with its stdin, stdout and stderr on pipes.
 class Process {
  public:
-  explicit Process(const std::vector<std::string>& args, const std::optional<std::string>& input = std::nullopt) {
+  // `launcher`: a command that runs rxcomm (e.g. {"unshare", "-rn"}), looked up on PATH.
+  explicit Process(const std::vector<std::string>& args, const std::optional<std::string>& input = std::nullopt,
+                   const std::vector<std::string>& launcher = {}) {
     std::array<int, 2> in{};
     std::array<int, 2> out{};
     std::array<int, 2> err{};
@@ -67,14 +70,15 @@ class Process {
     posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
-    std::vector<std::string> all{RXCOMM_BINARY};
+    std::vector<std::string> all(launcher);
+    all.emplace_back(RXCOMM_BINARY);
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& arg : all) {
       argv.push_back(arg.data());
     }
     argv.push_back(nullptr);
-    const int spawned = posix_spawn(&pid_, RXCOMM_BINARY, &actions, nullptr, argv.data(), environ);
+    const int spawned = posix_spawnp(&pid_, all.front().c_str(), &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     close(in[0]);
     close(out[1]);
@@ -674,6 +678,107 @@ TEST(RxcommCli, ServeAndSendOverAUnixDomainSocket) {
   const Outcome sent = run({"send", "-t", socket, "--task", "echo-0", R"({"over":"uds"})"});
   ASSERT_EQ(sent.exit_code, 0) << sent.err;
   EXPECT_EQ(parse_json(sent.out), parse_json(R"({"over":"uds"})"));
+}
+
+// ---- security (docs/security.md) -------------------------------------------------------------
+
+// A throw-away CA (tests/helpers/make_test_ca.sh) in a directory of this test process.
+class TestCa {
+ public:
+  TestCa() : dir_(temp_path("_ca")) {
+    std::filesystem::create_directories(dir_);
+    const std::string command = std::string(MAKE_TEST_CA).append(" ").append(dir_.string());
+    if (std::system(command.c_str()) != 0) {
+      throw std::runtime_error("make_test_ca.sh failed (is openssl installed?)");
+    }
+  }
+  ~TestCa() {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  TestCa(const TestCa&) = delete;
+  TestCa& operator=(const TestCa&) = delete;
+  [[nodiscard]] std::string operator[](const char* name) const { return (dir_ / name).string(); }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+TEST(RxcommCli, MutualTlsServeAcceptsOnlyClientsWithACertificateFromItsCa) {
+  const TestCa ca;
+  Served served(
+      {"-n", "1", "--tls-cert", ca["server.pem"], "--tls-key", ca["server.key"], "--tls-client-ca", ca["ca.pem"]});
+  const std::vector<std::string> send{"send", "-t", served.target(), "--task", "echo-0", R"({"a":1})"};
+  auto with = [&send](std::vector<std::string> extra) {
+    std::vector<std::string> args = send;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(args);
+  };
+  const Outcome mutual =
+      with({"--tls-ca", ca["ca.pem"], "--tls-cert", ca["client.pem"], "--tls-key", ca["client.key"]});
+  EXPECT_EQ(mutual.exit_code, 0) << mutual.err;
+  EXPECT_EQ(parse_json(mutual.out), parse_json(R"({"a":1})"));
+  const Outcome no_certificate = with({"--tls-ca", ca["ca.pem"]});
+  EXPECT_EQ(no_certificate.exit_code, STATUS_OFFSET + 14) << no_certificate.err;  // Unavailable
+  const Outcome plain = with({});
+  EXPECT_EQ(plain.exit_code, STATUS_OFFSET + 14) << plain.err;
+  const Outcome other_ca =
+      with({"--tls-ca", ca["other_ca.pem"], "--tls-cert", ca["client.pem"], "--tls-key", ca["client.key"]});
+  EXPECT_EQ(other_ca.exit_code, STATUS_OFFSET + 14) << other_ca.err;
+  const Outcome health = run({"health", "-t", served.target(), "--tls-ca", ca["ca.pem"], "--tls-cert", ca["client.pem"],
+                              "--tls-key", ca["client.key"]});
+  EXPECT_EQ(health.exit_code, 0) << health.err;
+}
+
+TEST(RxcommCli, SchedulerTokenRefusesCallsWithoutItOrWithAnotherToken) {
+  Served served({"-n", "1", "--scheduler-token", "cli-secret"});
+  const std::vector<std::string> send{"send", "-t", served.target(), "--task", "echo-0", "{}"};
+  auto with = [&send](std::vector<std::string> extra) {
+    std::vector<std::string> args = send;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(args);
+  };
+  const Outcome none = with({});
+  EXPECT_EQ(none.exit_code, STATUS_OFFSET + 16) << none.err;  // Unauthenticated
+  const Outcome wrong = with({"--token", "not-it"});
+  EXPECT_EQ(wrong.exit_code, STATUS_OFFSET + 7) << wrong.err;  // PermissionDenied
+  const Outcome right = with({"--token", "cli-secret"});
+  EXPECT_EQ(right.exit_code, 0) << right.err;
+  const Outcome list = run({"list", "-t", served.target(), "--token", "cli-secret"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  const Outcome health = run({"health", "-t", served.target()});  // the health service needs no token
+  EXPECT_EQ(health.exit_code, 0) << health.err;
+}
+
+// Every interface, in a network namespace of its own (`unshare -rn`: a user and a network
+// namespace, only a loopback device that is down), so that nothing outside can reach it.
+TEST(RxcommCli, ListeningOnEveryInterfaceWithoutTlsWarns) {
+  if (std::system("unshare -rn true >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "cannot create a user and network namespace here (unshare -rn failed): not binding 0.0.0.0";
+  }
+  Process plain({"--log-level", "warning", "serve", "--host", "0.0.0.0"}, std::nullopt, {"unshare", "-rn"});
+  EXPECT_TRUE(plain.read_line().starts_with("0.0.0.0:"));
+  plain.signal(SIGTERM);
+  const Outcome warned = plain.wait();
+  EXPECT_EQ(warned.exit_code, 0) << warned.err;
+  EXPECT_NE(warned.err.find("without TLS"), std::string::npos) << warned.err;
+
+  const TestCa ca;
+  Process tls({"--log-level", "warning", "serve", "--host", "0.0.0.0", "--tls-cert", ca["server.pem"], "--tls-key",
+               ca["server.key"]},
+              std::nullopt, {"unshare", "-rn"});
+  EXPECT_TRUE(tls.read_line().starts_with("0.0.0.0:"));
+  tls.signal(SIGTERM);
+  const Outcome quiet = tls.wait();
+  EXPECT_EQ(quiet.exit_code, 0) << quiet.err;
+  EXPECT_EQ(quiet.err.find("without TLS"), std::string::npos) << quiet.err;
+
+  // Loopback, the default: no warning either.
+  Process loopback({"--log-level", "warning", "serve"});
+  (void)loopback.read_line();
+  loopback.signal(SIGTERM);
+  const Outcome local = loopback.wait();
+  EXPECT_EQ(local.err.find("without TLS"), std::string::npos) << local.err;
 }
 
 }  // namespace

@@ -215,7 +215,7 @@ void print_human(const BenchOptions& options, const BenchRun& run, const Report&
 
 int run_bench(const BenchOptions& options) {
   LoopThread thread;
-  rx::ClientOptions client_options;
+  rx::ClientOptions client_options = options.target.client_options();
   client_options.transport = options.transport == "exchange" ? rx::Transport::exchange : rx::Transport::unary;
   rx::Client client(thread.loop(), std::move(client_options));
 

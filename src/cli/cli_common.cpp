@@ -93,6 +93,13 @@ void TargetOptions::add_to(CLI::App& app, bool call_options, bool with_wait_for_
                  "(default: $RXCOMM_TARGET)")
       ->envname("RXCOMM_TARGET")
       ->required();
+  app.add_flag("--tls", tls, "connect with TLS, trusting the system's CAs (or --tls-ca)");
+  app.add_option("--tls-ca", tls_ca, "PEM file of the CAs the server's certificate must chain to (implies --tls)");
+  app.add_option("--tls-cert", tls_cert, "PEM file of this client's certificate, for mutual TLS (implies --tls)");
+  app.add_option("--tls-key", tls_key, "PEM file of the key of --tls-cert");
+  app.add_option("--token", token,
+                 "bearer token sent as 'authorization: Bearer TOKEN' (default: $RXCOMM_TOKEN; docs/security.md)")
+      ->envname("RXCOMM_TOKEN");
   if (!call_options) {
     return;
   }
@@ -104,6 +111,29 @@ void TargetOptions::add_to(CLI::App& app, bool call_options, bool with_wait_for_
   }
   app.add_flag("--wait-for-ready", wait_for_ready,
                "wait (within the deadline) for a server that is not up yet instead of failing with Unavailable");
+}
+
+rx::ClientOptions TargetOptions::client_options() const {
+  rx::ClientOptions options;
+  options.token = token;
+  if (tls || !tls_ca.empty() || !tls_cert.empty() || !tls_key.empty()) {
+    if (tls_cert.empty() != tls_key.empty()) {
+      throw LocalError("--tls-cert and --tls-key go together");
+    }
+    try {
+      options.tls.emplace();
+      if (!tls_ca.empty()) {
+        options.tls->root_certificates = rx::read_pem_file(tls_ca);
+      }
+      if (!tls_cert.empty()) {
+        options.tls->certificate_chain = rx::read_pem_file(tls_cert);
+        options.tls->private_key = rx::read_pem_file(tls_key);
+      }
+    } catch (const std::runtime_error& error) {
+      throw LocalError(error.what());
+    }
+  }
+  return options;
 }
 
 std::optional<std::chrono::milliseconds> TargetOptions::timeout() const {

@@ -2,6 +2,7 @@
 // that name an endpoint, JSON input, and a loop thread to run the library on.
 #pragma once
 
+#include <remote_xcomm/client.hpp>
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/task_instance_key.hpp>
 
@@ -63,16 +64,25 @@ struct KeyOptions {
   [[nodiscard]] rx::TaskInstanceKey key() const { return {dag_id, task_id, run_id, map_index}; }
 };
 
-/// The connection options every client command has: --target and --timeout.
+/// The connection options every client command has: --target, --timeout, TLS and the token.
 struct TargetOptions {
   std::string target;
   /// Seconds; 0: no deadline.
   double timeout_seconds = 30;
   bool wait_for_ready = false;
+  // docs/security.md: --tls (system roots), --tls-ca, --tls-cert/--tls-key (mutual TLS), --token.
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string token;
 
-  /// Adds --target, and with `call_options` --timeout and (`wait_for_ready`) --wait-for-ready.
+  /// Adds --target, the TLS options and --token, and with `call_options` --timeout and
+  /// (`wait_for_ready`) --wait-for-ready.
   void add_to(CLI::App& app, bool call_options = true, bool with_wait_for_ready = true);
   [[nodiscard]] std::optional<std::chrono::milliseconds> timeout() const;
+  /// TLS and the token as ClientOptions; throws LocalError when a PEM file cannot be read.
+  [[nodiscard]] rx::ClientOptions client_options() const;
 };
 
 /// ISO 8601 UTC with milliseconds: "2026-12-03T13:45:01.123Z".

@@ -118,7 +118,17 @@ struct HealthOptions {
 };
 
 int run_health(const HealthOptions& options) {
-  auto channel = grpc::CreateChannel(options.target.target, grpc::InsecureChannelCredentials());
+  // The health service needs no token; TLS as the other commands.
+  const rx::ClientOptions client_options = options.target.client_options();
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (client_options.tls) {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = client_options.tls->root_certificates;
+    tls.pem_cert_chain = client_options.tls->certificate_chain;
+    tls.pem_private_key = client_options.tls->private_key;
+    credentials = grpc::SslCredentials(tls);
+  }
+  auto channel = grpc::CreateChannel(options.target.target, credentials);
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
   if (const auto timeout = options.target.timeout()) {

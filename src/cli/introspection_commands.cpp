@@ -59,7 +59,7 @@ int run_list(const ListOptions& options) {
   const std::uint64_t limit = options.limit == 0 ? std::numeric_limits<std::uint64_t>::max() : options.limit;
 
   LoopThread thread;
-  rx::Client client(thread.loop());
+  rx::Client client(thread.loop(), options.target.client_options());
   std::uint64_t printed = 0;
   for (;;) {
     auto [status, page] = client.list(options.target.target, query, boost::asio::use_future).get();
@@ -130,7 +130,7 @@ int run_stats(const StatsCommandOptions& options) {
   stats_options.wait_for_ready = options.target.wait_for_ready;
 
   LoopThread thread;
-  rx::Client client(thread.loop());
+  rx::Client client(thread.loop(), options.target.client_options());
   auto [status, stats] = client.stats(options.target.target, stats_options, boost::asio::use_future).get();
   if (!status.ok()) {
     return report_status(status);

@@ -32,7 +32,7 @@ int run_send(const SendCommandOptions& options) {
   const boost::json::object payload = parse_object(text, "the payload");
 
   LoopThread thread;  // before the client: destroyed after it
-  rx::ClientOptions client_options;
+  rx::ClientOptions client_options = options.target.client_options();
   client_options.transport = options.exchange ? rx::Transport::exchange : rx::Transport::unary;
   rx::Client client(thread.loop(), std::move(client_options));
   rx::SendOptions send_options;

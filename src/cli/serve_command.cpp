@@ -35,6 +35,10 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;
   std::string address;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  std::string scheduler_token;
   std::string dag_id = "rxcomm";
   std::string run_id = "demo";
   int map_index = -1;
@@ -111,6 +115,22 @@ int run_serve(const ServeOptions& options) {
   server_options.host = options.host;
   server_options.port = options.port;
   server_options.address = options.address;
+  server_options.scheduler_token = options.scheduler_token;
+  if (!options.tls_cert.empty() || !options.tls_key.empty() || !options.tls_client_ca.empty()) {
+    if (options.tls_cert.empty() || options.tls_key.empty()) {
+      throw LocalError("--tls-cert and --tls-key go together (and --tls-client-ca needs them)");
+    }
+    try {
+      server_options.tls.emplace();
+      server_options.tls->certificate_chain = rx::read_pem_file(options.tls_cert);
+      server_options.tls->private_key = rx::read_pem_file(options.tls_key);
+      if (!options.tls_client_ca.empty()) {
+        server_options.tls->client_ca = rx::read_pem_file(options.tls_client_ca);
+      }
+    } catch (const std::runtime_error& error) {
+      throw LocalError(error.what());
+    }
+  }
   server_options.on_task_error = [](const rx::TaskInstanceKey& key, const std::exception_ptr& error) {
     try {
       std::rethrow_exception(error);
@@ -194,6 +214,15 @@ Command add_serve_command(CLI::App& app) {
   serve->add_option("-p,--port", options->port, "port to listen on; 0 picks a free one")->capture_default_str();
   serve->add_option("--address", options->address,
                     "a gRPC listening address replacing --host/--port: unix:/path/to.sock, unix-abstract:name");
+  serve->add_option("--tls-cert", options->tls_cert, "PEM file of the server's certificate chain: serve TLS");
+  serve->add_option("--tls-key", options->tls_key, "PEM file of the key of --tls-cert");
+  serve->add_option("--tls-client-ca", options->tls_client_ca,
+                    "PEM file of the CAs client certificates must chain to: mutual TLS");
+  serve
+      ->add_option("--scheduler-token", options->scheduler_token,
+                   "require 'authorization: Bearer TOKEN' on every call (default: $RXCOMM_SCHEDULER_TOKEN; "
+                   "docs/security.md)")
+      ->envname("RXCOMM_SCHEDULER_TOKEN");
   serve->add_option("--dag", options->dag_id, "the endpoints' dag_id")->capture_default_str();
   serve->add_option("--run", options->run_id, "the endpoints' run_id")->capture_default_str();
   serve->add_option("--map-index", options->map_index, "the endpoints' map_index")

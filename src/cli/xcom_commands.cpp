@@ -84,7 +84,7 @@ int run_pull(const PullOptions& options) {
   query.timeout = options.target.timeout();
 
   LoopThread thread;
-  rx::Client client(thread.loop());
+  rx::Client client(thread.loop(), options.target.client_options());
   auto [status, xcoms] = client.pull(options.target.target, query, boost::asio::use_future).get();
   if (!status.ok()) {
     return report_status(status);
@@ -125,7 +125,7 @@ int run_watch(const WatchOptions& options) {
   query.after_sequence = options.after_sequence;
 
   LoopThread thread;
-  rx::Client client(thread.loop());
+  rx::Client client(thread.loop(), options.target.client_options());
   rx::Watch watch = client.watch(options.target.target, query);
   std::atomic<bool> interrupted{false};
   {

@@ -140,6 +140,13 @@ TaskRecord* XComTable::attach(const TaskInstanceKey& key, std::optional<std::uin
 }
 
 TaskRecord& XComTable::make_record(const TaskInstanceKey& key, std::uint32_t attempt) {
+  if (records_.contains(key.view())) {
+    // The endpoint was attached without a try_number before start() loaded the store, which
+    // kept this key: attach it now as attach() would have then (a new attempt, clearing what
+    // the store kept; docs/xcoms.md). Making a second record would leave the endpoint pointing
+    // at one the map refused and freed.
+    return *attach(key, std::nullopt);
+  }
   TaskRecord& record = new_record(key, attempt);
   record.attached = true;
   return record;

@@ -2,7 +2,8 @@
 // it serves endpoints dag/t0/run ... dag/t7/run, whose task records each request's "n" as the XCom
 // "n<n>" and then replies {"n": n}. Prints "port P" once it listens and serves until it is killed.
 //
-// Usage: xcom_store_server DATABASE
+// Usage: xcom_store_server DATABASE [PORT]   (PORT: 0, the default, picks a free one; a restarted
+// server takes the port its predecessor printed, so that its clients' channels find it again)
 #include <remote_xcomm/endpoint.hpp>
 #include <remote_xcomm/loop.hpp>
 #include <remote_xcomm/server.hpp>
@@ -12,6 +13,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/json/object.hpp>
 
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -31,8 +33,8 @@ boost::asio::awaitable<void> record_and_reply(rx::Endpoint endpoint) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s DATABASE\n", argv[0]);
+  if (argc != 2 && argc != 3) {
+    std::fprintf(stderr, "usage: %s DATABASE [PORT]\n", argv[0]);
     return 2;
   }
   try {
@@ -40,9 +42,17 @@ int main(int argc, char** argv) {
     rx::Loop loop(context);
     rx::ServerOptions options;
     options.xcom_store = rx::open_sqlite_store(argv[1]);
+    if (argc == 3) {
+      options.port = static_cast<std::uint16_t>(std::stoul(argv[2]));
+    }
     rx::Server server(loop, options);
+    // try_number 1: a restarted server resumes the attempt its predecessor served, keeping the
+    // XComs the store kept (without it, each endpoint's first use would start a new attempt and
+    // clear them; docs/xcoms.md, "Attempts").
+    rx::AttachOptions resume;
+    resume.try_number = 1;
     for (int i = 0; i < 8; ++i) {
-      if (!server.attach({"dag", "t" + std::to_string(i), "run", -1}, record_and_reply)) {
+      if (!server.attach({"dag", "t" + std::to_string(i), "run", -1}, record_and_reply, resume)) {
         return 1;
       }
     }

@@ -4,6 +4,7 @@
 
 #include "client/exchange_stream.hpp"
 #include "client/reply_decoding.hpp"
+#include "client/retry_policy.hpp"
 #include "client/target_channel.hpp"
 #include "client/unary_call.hpp"
 #include "client/watch_stream.hpp"
@@ -170,6 +171,7 @@ class ClientImpl {
         options_(std::move(options)),
         exchange_limits_(exchange_limits()),
         credentials_(channel_credentials(options_.tls)) {
+    check_retry_policy(options_.retry);
     hold_grpc_callback_threads();  // this Client's channels may be freed on gRPC's threads
   }
 
@@ -305,7 +307,8 @@ class ClientImpl {
     return *it->second;
   }
 
-  // The user's channel arguments, plus the message limits unless the user set them.
+  // The user's channel arguments, plus the message limits and the retry policy's service config
+  // unless the user set them.
   [[nodiscard]] grpc::ChannelArguments channel_arguments() const {
     grpc::ChannelArguments arguments = options_.channel_arguments;
     const grpc_channel_args given = options_.channel_arguments.c_channel_args();
@@ -322,6 +325,11 @@ class ClientImpl {
     }
     if (!has(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH)) {
       arguments.SetMaxSendMessageSize(options_.max_message_bytes);
+    }
+    if (!has(GRPC_ARG_SERVICE_CONFIG)) {
+      if (std::optional<std::string> config = retry_service_config(options_.retry)) {
+        arguments.SetServiceConfigJSON(*config);
+      }
     }
     return arguments;
   }

@@ -81,6 +81,39 @@ enum class Transport {
   exchange,
 };
 
+/// Which calls of a Client gRPC tries again when they fail with UNAVAILABLE, and how
+/// (ClientOptions::retry). The Client hands it to gRPC as each channel's default service config
+/// (gRPC's retry policy, gRFC A6), so gRPC does the retrying, below the Client: an operation still
+/// completes once, with its last attempt's outcome, within its one deadline (the deadline covers
+/// every attempt). The default, one attempt, retries nothing (docs/cpp-guide.md, "Retries").
+///
+/// What is retried: `Pull`, `GetState`, `List`, `Stats` and `Watch` (before its first event:
+/// afterwards resume with WatchQuery::after_sequence), which change nothing on the server, so a
+/// second attempt is always safe. `Send` only with `retry_sends`; `Exchange` never. Only
+/// UNAVAILABLE is retried (the server unreachable, the connection lost, the server shutting down),
+/// and only while gRPC has received nothing of the response; calls that never left the client
+/// (no connection yet) gRPC retries without a policy.
+struct RetryPolicy {
+  /// Attempts per call, the first included: 1 retries nothing; gRPC caps it at 5. Less than 1 is
+  /// refused (the Client's constructor throws std::invalid_argument).
+  int max_attempts = 1;
+  /// The n-th retry waits a random time up to min(initial_backoff × backoff_multiplier^(n-1),
+  /// max_backoff). Both must be at least 1 ms.
+  std::chrono::milliseconds initial_backoff{100};
+  std::chrono::milliseconds max_backoff{2000};
+  /// At least 1.
+  double backoff_multiplier = 2.0;
+  /// Each attempt of the calls this policy covers waits for the channel to connect (gRPC's wait-for-ready)
+  /// instead of failing at once while the server cannot be reached: a retry after a lost
+  /// connection then waits, within the call's deadline, for the server to be back rather than
+  /// spending its attempts on refused connections. A call's own `wait_for_ready = true`
+  /// (SendOptions, GetStateOptions, StatsOptions) always waits, whatever this says.
+  bool wait_for_ready = false;
+  /// Retry `Send` too (unary transport only). A Send that failed with UNAVAILABLE may have reached
+  /// its task, which then runs twice: set it only for tasks whose work is idempotent.
+  bool retry_sends = false;
+};
+
 /// Options of a Client.
 struct ClientOptions {
   /// How sends travel. Either way, Client::send has the same completion, statuses, deadlines and
@@ -125,6 +158,7 @@ struct ClientOptions {
   /// Extra gRPC channel arguments applied to every channel the Client opens (one per target),
   /// e.g. keepalive (`SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ...)`), reconnect backoff, a load
   /// balancing policy or `SetMaxReceiveMessageSize`. Read when a target's channel is created.
+  /// A service config set here (`SetServiceConfigJSON`) replaces the one made from `retry`.
   grpc::ChannelArguments channel_arguments;
 
   /// TLS, or mutual TLS with ClientTls::certificate_chain and private_key, for every target
@@ -140,6 +174,9 @@ struct ClientOptions {
   /// that is not loopback or a Unix socket, it logs a warning (the token crosses the network in
   /// clear text). Empty: no metadata.
   std::string token;
+
+  /// Which calls gRPC retries after UNAVAILABLE (none by default): see RetryPolicy.
+  RetryPolicy retry;
 };
 
 /// A Client's handle to one target (Client::connect): sends through it skip the Client's lookup
@@ -282,7 +319,8 @@ class Client {
   /// The type-erased completion handler of a send.
   using SendHandler = detail::SendHandler;
 
-  /// A client whose completions default to `loop`, which must outlive it.
+  /// A client whose completions default to `loop`, which must outlive it. Throws
+  /// std::invalid_argument for a ClientOptions::retry that gRPC would refuse (see RetryPolicy).
   explicit Client(Loop& loop, ClientOptions options = {});
   /// A client with a Loop of its own over `context`, which must outlive it.
   explicit Client(boost::asio::io_context& context, ClientOptions options = {});

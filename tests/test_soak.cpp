@@ -59,9 +59,10 @@ std::chrono::seconds g_duration = SHORT_RUN;
 // gRPC's per-thread caches and arenas, the channels and streams, the allocator's arenas and the
 // retained XCom history (capped below at SOAK_HISTORY_EVENTS, which warm-up fills several times
 // over). What may still move afterwards is allocator noise: glibc's per-thread arenas trimming
-// and regrowing, gRPC resizing a buffer. 24 MiB covers that with room to spare: in 60 s runs
-// (Release, 2 cores) the end was within 3 MiB of the warm-up mark; a leak of 100 bytes a call
-// (the soak makes about 15,000 calls a second on 2 cores) passes it in about 20 s.
+// and regrowing, gRPC resizing a buffer. Measured (Release, 2 shared cores, 3,500 to 5,000 calls
+// a second): 0.6 MiB of growth over a 30 s run, about 1 MiB over the suite's 4 s. 24 MiB leaves
+// room for noisier machines, and still catches a leak of about 1.5 KiB a call in the suite's run,
+// and of 100 bytes a call within about 70 s of a long run.
 constexpr std::int64_t RSS_BOUND_BYTES = std::int64_t{24} << 20;
 constexpr std::size_t SOAK_HISTORY_EVENTS = 4096;
 

@@ -98,10 +98,11 @@ struct RetryPolicy {
   /// refused (the Client's constructor throws std::invalid_argument).
   int max_attempts = 1;
   /// The n-th retry waits a random time up to min(initial_backoff × backoff_multiplier^(n-1),
-  /// max_backoff). Both must be at least 1 ms.
+  /// max_backoff). At least 1 ms.
   std::chrono::milliseconds initial_backoff{100};
+  /// The longest wait before a retry (see initial_backoff). At least 1 ms.
   std::chrono::milliseconds max_backoff{2000};
-  /// At least 1.
+  /// How much each wait grows over the one before. At least 1.
   double backoff_multiplier = 2.0;
   /// Each attempt of the calls this policy covers waits for the channel to connect (gRPC's wait-for-ready)
   /// instead of failing at once while the server cannot be reached: a retry after a lost

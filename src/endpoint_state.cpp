@@ -4,6 +4,7 @@
 #include <remote_xcomm/error.hpp>
 
 #include "codec.hpp"
+#include "off_loop_worker.hpp"
 #include "xcom/xcom_table.hpp"
 
 #include <boost/asio/append.hpp>
@@ -11,6 +12,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/system/system_error.hpp>
@@ -51,6 +53,15 @@ bool caller_has_heard(const std::exception_ptr& error) {
   }
 }
 
+// The JSON text of `outputs`, or an empty string when out of memory (a JSON text is never empty).
+std::string encode_or_empty(const boost::json::object& outputs) noexcept {
+  try {
+    return serialize_json(outputs);
+  } catch (...) {
+    return {};
+  }
+}
+
 }  // namespace
 
 class EndpointState::InvocationEnd {
@@ -67,6 +78,60 @@ class EndpointState::InvocationEnd {
  private:
   std::shared_ptr<EndpointState> self_;
   asio::cancellation_slot slot_;
+};
+
+// One push (a reply, or an XCom) waiting for its turn. A large value is encoded by the io_context's
+// OffLoopWorker; the loop learns of it through this object, queued as a loop job (it allocates
+// nothing on the way back, so that coming back cannot fail).
+struct EndpointState::Encoding final : LoopJob {
+  Encoding() noexcept { invoke = &EndpointState::invoke_encoded; }
+
+  // Set on the loop before the hand-over; the worker reads these only.
+  boost::json::value value;      // the reply's outputs (an object), or the XCom's value
+  std::string key;               // the XCom's key; empty for a reply
+  bool copy_for_record = false;  // a reply recorded as return_value: a copy of the text for the record
+  bool copy_for_store = false;   // a durable store: a copy of the text for it
+  bool large = false;
+  // The loop's.
+  PendingReplyPtr reply;  // the request a reply answers
+  PushHandler handler;
+  std::weak_ptr<EndpointState> endpoint;
+  std::shared_ptr<Encoding> keep_alive;  // while queued as a loop job
+  std::optional<LoopExecutor> work;      // tracked: the io_context runs until it is back
+  bool ready = false;
+  // Written by the encoder (the worker, or the loop inline), read on the loop once `ready`.
+  bool finite = true;
+  bool out_of_memory = false;
+  std::string json;
+  std::string record_copy;
+  std::string store_copy;
+
+  // False if `stop` was set meanwhile (the io_context is being destroyed): nothing was made.
+  bool encode(const std::atomic<bool>& stop) noexcept {
+    if (!all_numbers_finite(value)) {
+      finite = false;
+      return true;
+    }
+    try {
+      std::optional<std::string> text = serialize_json_unless(value, stop);
+      if (!text) {
+        return false;
+      }
+      json = std::move(*text);
+      if (copy_for_record) {
+        record_copy = json;
+      }
+      if (copy_for_store) {
+        store_copy = json;
+      }
+    } catch (...) {
+      out_of_memory = true;
+      json = std::string();
+      record_copy = std::string();
+      store_copy = std::string();
+    }
+    return true;
+  }
 };
 
 EndpointState::EndpointState(LoopExecutor executor, TaskInstanceKey key, Task task,
@@ -230,7 +295,7 @@ void EndpointState::deliver(PendingReplyPtr reply, boost::json::object&& payload
     reply->fail(grpc::Status(grpc::StatusCode::CANCELLED, "the caller cancelled the call or its deadline passed"));
     return;
   }
-  if (waiting() && queue_.empty()) {
+  if (waiting() && queue_.empty() && !encoding()) {
     hand_to_waiter(std::move(reply), std::move(payload));
     return;
   }
@@ -335,7 +400,9 @@ void EndpointState::start_get_with(Handler&& handler) {  // always an rvalue
     held_.reset();
     record_failure(message);
   }
-  if (!queue_.empty()) {  // checked first: a task keeping up with its requests finds it empty
+  if (encoding()) {
+    // A large push is on its way: the next request waits for it (resume_after_encodings).
+  } else if (!queue_.empty()) {  // checked first: a task keeping up with its requests finds it empty
     QueuedRequest request;
     if (pop_live(request)) {
       held_ = std::move(request.reply);
@@ -376,7 +443,7 @@ void EndpointState::start_next(NextHandler handler) {
     record_failure(message);
   }
   QueuedRequest request;
-  if (pop_live(request)) {
+  if (!encoding() && pop_live(request)) {  // else the next request waits for the pushes on their way
     took_request_in_invocation_ = true;
     record_running();
     complete_later(std::move(handler), {},
@@ -387,48 +454,78 @@ void EndpointState::start_next(NextHandler handler) {
 }
 
 template <typename Handler>
-void EndpointState::start_push_with(const boost::json::object& outputs, Handler&& handler) {  // always an rvalue
+void EndpointState::start_push_with(boost::json::object&& outputs, Handler&& handler) {  // always an rvalue
   static_assert(!std::is_reference_v<Handler>);
   if (closed_) {
     complete_later(std::move(handler), errc::endpoint_closed);
   } else if (!held_) {
     complete_later(std::move(handler), errc::no_request_held);
   } else {
-    answer_with(std::move(held_), outputs, std::move(handler));
+    answer_with(std::move(held_), std::move(outputs), std::move(handler));
   }
 }
 
-void EndpointState::answer(PendingReplyPtr reply, const boost::json::object& outputs, PushHandler handler) {
+void EndpointState::answer(PendingReplyPtr reply, boost::json::object&& outputs, PushHandler handler) {
   if (closed_) {
     reply->fail(*close_status_);
     complete_later(std::move(handler), errc::endpoint_closed);
     return;
   }
-  answer_with(std::move(reply), outputs, std::move(handler));
+  answer_with(std::move(reply), std::move(outputs), std::move(handler));
 }
 
 template <typename Handler>
-void EndpointState::answer_with(PendingReplyPtr&& reply, const boost::json::object& outputs, Handler&& handler) {
+void EndpointState::answer_with(PendingReplyPtr&& reply, boost::json::object&& outputs, Handler&& handler) {
   static_assert(!std::is_reference_v<Handler>);
-  const PendingReplyPtr held = std::move(reply);
-  if (!all_numbers_finite(outputs)) {
+  PendingReplyPtr held = std::move(reply);
+  // Bounded by the threshold, not the value: checks the numbers of a small value on the way.
+  const ValueSize size = classify(outputs, OFF_LOOP_BYTES);
+  if (size == ValueSize::not_finite) {
     const std::string message = "the task pushed a reply holding NaN or infinity, which JSON cannot carry";
     held->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
     record_failure(message);
     complete_later(std::move(handler), errc::reply_not_json);
     return;
   }
-  std::string json;
-  try {
-    json = serialize_json(outputs);
-  } catch (...) {
+  if (size == ValueSize::large || encoding()) {
+    // Off the hot path: the handler is type-erased here.
+    auto pending = std::make_shared<Encoding>();
+    pending->value = boost::json::value(std::move(outputs));
+    pending->copy_for_record = xcoms_ != nullptr;
+    pending->copy_for_store = xcoms_ != nullptr && xcoms_->durable();
+    pending->reply = std::move(held);
+    PushHandler erased(std::move(handler));
+    pending->handler.swap(erased);  // never move-assign any_completion_handler (asio#1180)
+    enqueue_encoding(pending, size == ValueSize::large);
+    return;
+  }
+  std::string json = encode_or_empty(outputs);  // no temporary: this is the hot path
+  if (json.empty()) {
     // A task's push must never leave the request unfinished, nor throw out of its initiation.
     held->fail(grpc::Status(grpc::StatusCode::INTERNAL, "the server could not encode the task's reply"));
     complete_later(std::move(handler), make_error_code(boost::system::errc::not_enough_memory));
     return;
   }
-  if (!xcoms_ || !xcoms_->durable()) {
+  if (!xcoms_ || !xcoms_->durable()) {                     // send_answer's first case, inline: the hot path
     std::string recorded = xcoms_ ? json : std::string();  // the record keeps its own copy
+    const error_code result = held->reply(outputs, std::move(json));
+    if (xcoms_) {
+      record_answer(result, std::move(recorded), *held);
+    }
+    complete_later(std::move(handler), result);
+    return;
+  }
+  send_answer(std::move(held), outputs, nullptr, std::move(json), {}, {}, std::move(handler));
+}
+
+template <typename Handler>
+void EndpointState::send_answer(PendingReplyPtr&& held, const boost::json::object& outputs,
+                                std::shared_ptr<const Encoding> owner, std::string&& json, std::string&& record_copy,
+                                std::string&& store_copy, Handler&& handler) {
+  static_assert(!std::is_reference_v<Handler>);
+  if (!xcoms_ || !xcoms_->durable()) {
+    // The record keeps its own copy.
+    std::string recorded = !xcoms_ ? std::string() : record_copy.empty() ? json : std::move(record_copy);
     const error_code result = held->reply(outputs, std::move(json));
     if (xcoms_) {
       record_answer(result, std::move(recorded), *held);
@@ -440,29 +537,146 @@ void EndpointState::answer_with(PendingReplyPtr&& reply, const boost::json::obje
   // it got is pullable after a crash. Off the hot path: the handler is type-erased here.
   struct Answer {
     PendingReplyPtr reply;
-    boost::json::object outputs;
+    std::shared_ptr<const Encoding> owner;  // keeps *outputs alive; null: own_outputs is a copy
+    boost::json::object own_outputs;
     std::string json;
     PushHandler handler;
   };
-  auto pending = std::make_shared<Answer>(Answer{held, outputs, json, PushHandler(std::move(handler))});
+  auto pending = std::make_shared<Answer>(
+      Answer{held, owner, owner ? boost::json::object() : outputs, std::string(), PushHandler(std::move(handler))});
+  std::string recorded = record_copy.empty() ? json : std::move(record_copy);
+  pending->json = std::move(json);
+  const boost::json::object* const answer_outputs = owner ? &outputs : &pending->own_outputs;
   const error_code put_error = xcoms_->put(
-      *xcom_record(), return_value_key, std::move(json), [self = shared_from_this(), pending](error_code store_error) {
+      *xcom_record(), return_value_key, std::move(recorded),
+      [self = shared_from_this(), pending, answer_outputs](error_code store_error) {
         error_code result;
         if (self->closed_) {
           pending->reply->fail(*self->close_status_);
           result = errc::endpoint_closed;
         } else {
-          result = pending->reply->reply(pending->outputs, std::move(pending->json));
+          result = pending->reply->reply(*answer_outputs, std::move(pending->json));
           self->record_answer(result, {}, *pending->reply);
         }
         self->complete_later(std::move(pending->handler), result        ? result
                                                           : store_error ? error_code(errc::xcom_store_failed)
                                                                         : error_code());
-      });
+      },
+      std::move(store_copy));
   if (put_error) {  // not recorded (the XComs are at their limit): the reply goes out all the same
-    const error_code result = pending->reply->reply(pending->outputs, std::move(pending->json));
+    const error_code result = pending->reply->reply(*answer_outputs, std::move(pending->json));
     record_answer(result, {}, *pending->reply);
     complete_later(std::move(pending->handler), result);
+  }
+}
+
+// ---- pushes encoded off the loop -----------------------------------------------------------
+
+void EndpointState::enqueue_encoding(const EncodingPtr& encoding, bool large) {
+  if (!encodings_) {
+    encodings_ = std::make_unique<std::deque<EncodingPtr>>();
+  }
+  encodings_->push_back(encoding);
+  encoding->large = large;
+  if (!large) {
+    // Behind a large one: encoded now (it is cheap), sent and recorded in its turn.
+    static const std::atomic<bool> never{false};
+    (void)encoding->encode(never);
+    encoding->ready = true;
+    return;
+  }
+  encoding->endpoint = weak_from_this();
+  encoding->work.emplace(asio::prefer(executor_, asio::execution::outstanding_work.tracked));
+  try {
+    OffLoopWorker& worker = OffLoopWorker::of(executor_);
+    worker.run([encoding, loop = executor_, stop = &worker.stopping()]() mutable {
+      if (!encoding->encode(*stop)) {
+        return;  // the io_context is being destroyed
+      }
+      // Back to the loop without allocating: the encoding is its own job.
+      Encoding* const job = encoding.get();
+      job->keep_alive = std::move(encoding);
+      post_job(loop, job);
+    });
+  } catch (...) {
+    // No worker (no thread or no memory for one): encoded here, late rather than never. Its turn
+    // comes at once when nothing is ahead of it, from a job of its own (this is an initiation).
+    static const std::atomic<bool> never{false};
+    (void)encoding->encode(never);
+    encoding->keep_alive = encoding;
+    post_job(executor_, encoding.get());
+  }
+}
+
+void EndpointState::invoke_encoded(LoopJob* job, bool run) {
+  auto* const encoding = static_cast<Encoding*>(job);
+  EncodingPtr keep_alive = std::move(encoding->keep_alive);
+  const std::optional<LoopExecutor> work = std::move(encoding->work);  // released last
+  const std::shared_ptr<EndpointState> self = run ? encoding->endpoint.lock() : nullptr;
+  if (self) {
+    encoding->ready = true;
+    keep_alive.reset();  // the queue holds it, unless the endpoint closed meanwhile
+    self->drain_encodings();
+  }
+}
+
+void EndpointState::drain_encodings() {
+  while (!closed_ && encodings_ && !encodings_->empty() && encodings_->front()->ready) {
+    EncodingPtr front = std::move(encodings_->front());
+    encodings_->pop_front();
+    finish_encoding(front);
+    if (front->large && front.use_count() == 1) {
+      // Freeing a 64 MiB value takes the loop about 10 ms here: the worker frees it.
+      try {
+        OffLoopWorker::of(executor_).run([done = std::move(front)] {});
+      } catch (...) {  // no memory to queue it: freed here
+      }
+    }
+  }
+  if (!closed_ && encodings_ && encodings_->empty()) {
+    encodings_.reset();
+    resume_after_encodings();
+  }
+}
+
+void EndpointState::finish_encoding(const EncodingPtr& pointer) {
+  Encoding& encoding = *pointer;
+  if (encoding.key.empty()) {  // a reply
+    if (!encoding.finite) {
+      const std::string message = "the task pushed a reply holding NaN or infinity, which JSON cannot carry";
+      encoding.reply->fail(grpc::Status(grpc::StatusCode::INTERNAL, message));
+      record_failure(message);
+      complete_later(std::move(encoding.handler), errc::reply_not_json);
+      return;
+    }
+    if (encoding.out_of_memory) {
+      encoding.reply->fail(grpc::Status(grpc::StatusCode::INTERNAL, "the server could not encode the task's reply"));
+      complete_later(std::move(encoding.handler), make_error_code(boost::system::errc::not_enough_memory));
+      return;
+    }
+    send_answer(std::move(encoding.reply), encoding.value.get_object(), pointer, std::move(encoding.json),
+                std::move(encoding.record_copy), std::move(encoding.store_copy), std::move(encoding.handler));
+    return;
+  }
+  if (!encoding.finite) {
+    complete_later(std::move(encoding.handler), errc::invalid_xcom);
+    return;
+  }
+  if (encoding.out_of_memory) {
+    complete_later(std::move(encoding.handler), make_error_code(boost::system::errc::not_enough_memory));
+    return;
+  }
+  record_xcom(encoding.key, std::move(encoding.json), std::move(encoding.store_copy), std::move(encoding.handler));
+}
+
+void EndpointState::resume_after_encodings() {
+  // The task asked for a request while the pushes were on their way: it gets the oldest now.
+  if (closed_ || !waiting() || queue_.empty()) {
+    return;
+  }
+  QueuedRequest request;
+  if (pop_live(request)) {
+    hand_to_waiter(std::move(request.reply), std::move(request.payload));
   }
 }
 
@@ -509,26 +723,46 @@ TaskRecord* EndpointState::xcom_record() {
   return xcom_record_;
 }
 
-void EndpointState::start_xcom_push(std::string key, const boost::json::value& value, PushHandler handler) {
+void EndpointState::start_xcom_push(std::string key, boost::json::value&& value, PushHandler handler) {
   if (closed_ || !xcoms_) {
     complete_later(std::move(handler), errc::endpoint_closed);
     return;
   }
-  if (key.empty() || !all_numbers_finite(value)) {
+  if (key.empty()) {
     complete_later(std::move(handler), errc::invalid_xcom);
     return;
   }
-  std::string json = boost::json::serialize(value);
+  const ValueSize size = classify(value, OFF_LOOP_BYTES);
+  if (size == ValueSize::not_finite) {
+    complete_later(std::move(handler), errc::invalid_xcom);
+    return;
+  }
+  if (size == ValueSize::large || encoding()) {
+    auto pending = std::make_shared<Encoding>();
+    pending->value = std::move(value);
+    pending->key = std::move(key);
+    pending->copy_for_store = xcoms_->durable();
+    pending->handler.swap(handler);  // never move-assign any_completion_handler (asio#1180)
+    enqueue_encoding(pending, size == ValueSize::large);
+    return;
+  }
+  record_xcom(key, boost::json::serialize(value), {}, std::move(handler));
+}
+
+void EndpointState::record_xcom(std::string_view key, std::string&& json, std::string&& store_copy,
+                                PushHandler&& handler) {
   if (!xcoms_->durable()) {
     complete_later(std::move(handler), xcoms_->put(*xcom_record(), key, std::move(json), {}));
     return;
   }
   auto waiting = std::make_shared<PushHandler>();
   waiting->swap(handler);  // never move-assign any_completion_handler (asio#1180)
-  const error_code error =
-      xcoms_->put(*xcom_record(), key, std::move(json), [self = shared_from_this(), waiting](error_code store_error) {
+  const error_code error = xcoms_->put(
+      *xcom_record(), key, std::move(json),
+      [self = shared_from_this(), waiting](error_code store_error) {
         self->complete_later(std::move(*waiting), store_error ? error_code(errc::xcom_store_failed) : error_code());
-      });
+      },
+      std::move(store_copy));
   if (error) {
     complete_later(std::move(*waiting), error);
   }
@@ -624,15 +858,15 @@ void EndpointState::start_xcom_pull(XComQuery query, PullHandler handler) {
   std::make_shared<LocalPull>(std::move(query), shared_from_this(), xcoms_, std::move(handler))->start();
 }
 
-void EndpointState::start_push(const boost::json::object& outputs, PushHandler handler) {
-  start_push_with(outputs, std::move(handler));
+void EndpointState::start_push(boost::json::object&& outputs, PushHandler handler) {
+  start_push_with(std::move(outputs), std::move(handler));
 }
 
-void EndpointState::start_push(const boost::json::object& outputs, AwaitablePushHandler&& handler) {
+void EndpointState::start_push(boost::json::object&& outputs, AwaitablePushHandler&& handler) {
   if (can_complete_without_allocation(handler)) {
-    start_push_with(outputs, std::move(handler));
+    start_push_with(std::move(outputs), std::move(handler));
   } else {
-    start_push_with(outputs, PushHandler(std::move(handler)));
+    start_push_with(std::move(outputs), PushHandler(std::move(handler)));
   }
 }
 
@@ -713,6 +947,17 @@ void EndpointState::close(const grpc::Status& status) {
   if (held_) {
     held_->fail(status);
     held_.reset();
+  }
+  // Pushes still being encoded fail now; the worker's result, when it comes, finds them gone.
+  if (encodings_) {
+    const std::unique_ptr<std::deque<EncodingPtr>> encodings = std::move(encodings_);
+    for (const EncodingPtr& encoding : *encodings) {
+      if (encoding->reply) {
+        encoding->reply->fail(status);
+        encoding->reply.reset();
+      }
+      complete_later(std::move(encoding->handler), errc::endpoint_closed);
+    }
   }
   // Moved out first: failing a request may reach remove() through the transport.
   boost::container::devector<QueuedRequest> queued = std::move(queue_);

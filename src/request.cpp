@@ -72,7 +72,7 @@ void Request::start_reply(boost::json::object outputs, ReplyHandler handler) {
                  asio::append(std::move(handler), boost::system::error_code(errc::no_request_held)));
       return;
     }
-    endpoint.answer(std::move(reply), outputs, std::move(handler));
+    endpoint.answer(std::move(reply), std::move(outputs), std::move(handler));
   });
 }
 

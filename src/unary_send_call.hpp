@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <utility>
 
 namespace grpc {
 class CallbackServerContext;
@@ -69,6 +70,21 @@ class UnarySendCall final : public PendingReply, public grpc::ServerUnaryReactor
  private:
   ~UnarySendCall() override = default;
   void last_reference_dropped() noexcept override;
+
+  // The worker's job that hands a large reply to gRPC; finishes the call even if never run.
+  class FinishOffLoop {
+   public:
+    explicit FinishOffLoop(UnarySendCall* call) noexcept : call_(call) {}
+    FinishOffLoop(FinishOffLoop&& other) noexcept : call_(std::exchange(other.call_, nullptr)) {}
+    FinishOffLoop(const FinishOffLoop&) = delete;
+    FinishOffLoop& operator=(const FinishOffLoop&) = delete;
+    FinishOffLoop& operator=(FinishOffLoop&&) = delete;
+    ~FinishOffLoop();
+    void operator()();
+
+   private:
+    UnarySendCall* call_;
+  };
   void release_part() noexcept;
   // The status is copied by the caller (which may throw); from here on nothing throws.
   void finish(grpc::Status status) noexcept;

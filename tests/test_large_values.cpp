@@ -3,6 +3,7 @@
 // bytes of the message that carries them (Send requests and replies, Pull replies, Watch events);
 // and a 64 MiB request in flight does not hold up a small one to another endpoint.
 #include "codec.hpp"
+#include "off_loop_worker.hpp"
 #include "utils/server_fixture.hpp"
 #include "utils/wait.hpp"
 
@@ -17,14 +18,18 @@
 #include <boost/asio/use_future.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/string.hpp>
+#include <boost/system/system_error.hpp>
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <condition_variable>
 #include <cstddef>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -376,6 +381,216 @@ TEST_F(HugeValueInFlight, SmallRequestsToAnotherEndpointCompleteWhileA64MiBOneIs
   EXPECT_TRUE(huge_status.ok()) << describe(huge_status);
   const std::lock_guard lock(mutex);
   EXPECT_EQ(completed.size(), std::size_t{SMALL + 1});
+}
+
+// ---- a large reply is encoded off the loop -------------------------------------------------------
+
+// What tasks and the test did, in order, from any thread.
+class EventLog {
+ public:
+  void add(const std::string& event) {
+    {
+      const std::lock_guard lock(mutex_);
+      events_.push_back(event);
+    }
+    changed_.notify_all();
+  }
+  [[nodiscard]] bool contains(const std::string& event) {
+    const std::lock_guard lock(mutex_);
+    return std::find(events_.begin(), events_.end(), event) != events_.end();
+  }
+  // Waits (bounded by the hang guard) until `event` happened; false if it never did.
+  bool wait_for(const std::string& event) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, rx_test::HANG_GUARD,
+                             [&] { return std::find(events_.begin(), events_.end(), event) != events_.end(); });
+  }
+  [[nodiscard]] std::vector<std::string> events() {
+    const std::lock_guard lock(mutex_);
+    return events_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::string> events_;
+};
+
+// Replies {"v": n - 8 bytes of text} to {"n": n} (n bytes of JSON), logging "pushing" just before
+// its push starts (the push's initiation runs in the same loop turn) and "pushed" once it completed.
+asio::awaitable<void> logged_sized_reply_forever(rx::Endpoint endpoint, std::shared_ptr<EventLog> log) {
+  for (;;) {
+    json::object payload = co_await endpoint.get();
+    json::object reply = payload_of_json_bytes(static_cast<std::size_t>(payload.at("n").to_number<std::int64_t>()));
+    log->add("pushing");
+    co_await endpoint.push(std::move(reply));
+    log->add("pushed");
+  }
+}
+
+// Records the XCom "k" twice, a large value and then a small one, starting the second push before
+// the first completed (a callback, not co_await), then replies {}.
+asio::awaitable<void> two_xcom_pushes_once(rx::Endpoint endpoint, std::shared_ptr<EventLog> log) {
+  (void)co_await endpoint.get();
+  endpoint.xcom_push("k", json::string(rx::detail::OFF_LOOP_BYTES * 4, 'L'), [log](boost::system::error_code error) {
+    log->add(error ? std::string("large push failed: ").append(error.message()) : std::string("large pushed"));
+  });
+  try {
+    co_await endpoint.xcom_push("k", "small");
+    log->add("small pushed");
+  } catch (const boost::system::system_error& error) {
+    log->add(std::string("small push failed: ").append(error.what()));
+  }
+  co_await endpoint.push({});
+}
+
+// Keeps the server's OffLoopWorker (one thread) busy until open() or destruction: a large value
+// queued behind it waits, as if its encoding took that long. No timing: the test decides when.
+class WorkerGate {
+ public:
+  explicit WorkerGate(const rx::LoopExecutor& loop) : opened_(open_.get_future().share()) {
+    std::promise<void> started;
+    std::future<void> running = started.get_future();
+    rx::detail::OffLoopWorker::of(loop).run([opened = opened_, started = std::move(started)]() mutable {
+      started.set_value();
+      opened.wait();
+    });
+    rx_test::wait_for(running, "the worker to take the gate");
+  }
+  WorkerGate(const WorkerGate&) = delete;
+  WorkerGate& operator=(const WorkerGate&) = delete;
+  ~WorkerGate() { open(); }
+  void open() {
+    if (!is_open_) {
+      is_open_ = true;
+      open_.set_value();
+    }
+  }
+
+ private:
+  std::promise<void> open_;
+  std::shared_future<void> opened_;
+  bool is_open_ = false;
+};
+
+// Large enough to be encoded off the loop and to need a raised message limit, small enough for
+// a quick test under the sanitizers; bench/bm_large.cpp measures 64 MiB.
+constexpr std::size_t LARGE_REPLY = std::size_t{5} * 1024 * 1024;
+
+class LargeReplies : public LargeValues {
+ protected:
+  void SetUp() override {
+    LargeValues::SetUp();
+    ASSERT_TRUE(server_.attach(
+        make_key("large"), [log = log_](rx::Endpoint endpoint) { return logged_sized_reply_forever(endpoint, log); }));
+  }
+
+  // Sends {"n": LARGE_REPLY} to "large" and returns once its task started the push.
+  std::future<std::tuple<grpc::Status, json::object>> start_large_reply(rx::Client& client) {
+    auto reply = client.send(server_.target(), make_key("large"), {{"n", LARGE_REPLY}},
+                             rx::SendOptions{rx_test::DEFAULT_DEADLINE}, asio::use_future);
+    EXPECT_TRUE(log_->wait_for("pushing"));
+    return reply;
+  }
+
+  static rx::XComQuery return_value_of(const std::string& task_id) {
+    rx::XComQuery query;
+    query.dag_id = "dag";
+    query.run_id = "run";
+    query.task_id = task_id;
+    query.key = std::string(rx::return_value_key);
+    return query;
+  }
+
+  std::shared_ptr<EventLog> log_ = std::make_shared<EventLog>();
+};
+
+// The loop serves other endpoints while a large reply is being encoded: a small request sent after
+// the large push started completes before that push does, and before its reply leaves.
+TEST_F(LargeReplies, SmallRequestsToAnotherEndpointCompleteWhileALargeReplyIsEncoded) {
+  rx::Client client(loop_, client_options(LIMIT));
+  WorkerGate gate(server_.get_executor());
+  auto large = start_large_reply(client);
+  for (int i = 0; i < 3; ++i) {
+    auto [status, reply] = send_with(client, make_key("echo"), {{"small", i}});
+    EXPECT_TRUE(status.ok()) << describe(status);
+    EXPECT_EQ(reply, (json::object{{"small", i}}));
+  }
+  log_->add("small replied");
+  EXPECT_NE(large.wait_for(std::chrono::seconds(0)), std::future_status::ready)
+      << "the large reply left before it was encoded";
+  gate.open();
+  auto [status, reply] = rx_test::wait_for(large, "the large reply");
+  ASSERT_TRUE(status.ok()) << describe(status);
+  EXPECT_EQ(reply, payload_of_json_bytes(LARGE_REPLY));
+  ASSERT_TRUE(log_->wait_for("pushed"));
+  const std::vector<std::string> expected{"pushing", "small replied", "pushed"};
+  EXPECT_EQ(log_->events(), expected);
+}
+
+// Nothing of a large reply is visible before its push completes: its task is still running and
+// its return_value is not there (a waiting pull waits); once the reply came, both are there.
+TEST_F(LargeReplies, ALargeReplyIsRecordedWhenItsPushCompletesNotBefore) {
+  rx::Client client(loop_, client_options(LIMIT));
+  WorkerGate gate(server_.get_executor());
+  auto large = start_large_reply(client);
+  auto [state_status, state] =
+      rx_test::wait_for(client.get_state(server_.target(), make_key("large"), asio::use_future), "a state");
+  ASSERT_TRUE(state_status.ok()) << describe(state_status);
+  EXPECT_EQ(state.state, rx::TaskState::running);
+  auto [missing, none] =
+      rx_test::wait_for(client.pull(server_.target(), return_value_of("large"), asio::use_future), "a pull");
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::NOT_FOUND) << describe(missing);
+  rx::XComQuery waiting = return_value_of("large");
+  waiting.wait = true;
+  auto waited = client.pull(server_.target(), waiting, asio::use_future);
+  // The waiting pull reached the loop (a request sent after it on the same channel came back)
+  // and still waits.
+  auto [echo_status, echo_reply] = send_with(client, make_key("echo"), {{"after", "the pull"}});
+  EXPECT_TRUE(echo_status.ok()) << describe(echo_status);
+  EXPECT_NE(waited.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+
+  gate.open();
+  auto [status, reply] = rx_test::wait_for(large, "the large reply");
+  ASSERT_TRUE(status.ok()) << describe(status);
+  const std::string text = rx::detail::serialize_json(payload_of_json_bytes(LARGE_REPLY));
+  auto [waited_status, waited_xcoms] = rx_test::wait_for(waited, "the waiting pull");
+  ASSERT_TRUE(waited_status.ok()) << describe(waited_status);
+  ASSERT_EQ(waited_xcoms.size(), 1U);
+  EXPECT_EQ(waited_xcoms[0].value_json, text);
+  auto [after_status, after] =
+      rx_test::wait_for(client.get_state(server_.target(), make_key("large"), asio::use_future), "a state");
+  EXPECT_EQ(after.state, rx::TaskState::success) << describe(after_status);
+}
+
+// An endpoint's pushes are recorded in the order they were made, whatever their size: a small
+// value pushed after a large one (before the large one completed) is the one that stays.
+TEST_F(LargeReplies, PushesOfOneEndpointAreRecordedInPushOrderWhateverTheirSize) {
+  ASSERT_TRUE(server_.attach(make_key("twice"),
+                             [log = log_](rx::Endpoint endpoint) { return two_xcom_pushes_once(endpoint, log); }));
+  rx::Client client(loop_, client_options(LIMIT));
+  auto [status, reply] = send_with(client, make_key("twice"), {});
+  ASSERT_TRUE(status.ok()) << describe(status);
+  const std::vector<std::string> expected{"large pushed", "small pushed"};
+  EXPECT_EQ(log_->events(), expected);
+  rx::XComQuery query = return_value_of("twice");
+  query.key = "k";
+  auto [pull_status, xcoms] = rx_test::wait_for(client.pull(server_.target(), query, asio::use_future), "a pull");
+  ASSERT_TRUE(pull_status.ok()) << describe(pull_status);
+  ASSERT_EQ(xcoms.size(), 1U);
+  EXPECT_EQ(xcoms[0].value_json, "\"small\"");
+}
+
+// A shutdown does not wait for a large reply's encoding: its caller gets UNAVAILABLE at once, and
+// the encoding, when it ends, finds nothing left to answer.
+TEST_F(LargeReplies, AShutdownFailsALargeReplyBeingEncoded) {
+  rx::Client client(loop_, client_options(LIMIT));
+  WorkerGate gate(server_.get_executor());
+  auto large = start_large_reply(client);
+  server_.shutdown();  // a deadline of now: no grace
+  auto [status, reply] = rx_test::wait_for(large, "the large reply");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << describe(status);
+  gate.open();
 }
 
 }  // namespace

@@ -135,11 +135,12 @@ class Endpoint {
         [](auto handler, const std::shared_ptr<detail::EndpointState>& state, boost::json::object reply) {
           detail::on_endpoint_loop(
               state,
-              [](detail::EndpointState& endpoint, auto&& completion, const boost::json::object& reply_outputs) {
+              [](detail::EndpointState& endpoint, auto&& completion, boost::json::object&& reply_outputs) {
                 if constexpr (std::is_same_v<std::decay_t<decltype(completion)>, detail::AwaitablePushHandler>) {
-                  endpoint.start_push(reply_outputs, std::move(completion));  // co_await: no allocation
+                  endpoint.start_push(std::move(reply_outputs), std::move(completion));  // co_await: no allocation
                 } else {
-                  endpoint.start_push(reply_outputs, detail::EndpointState::PushHandler(std::move(completion)));
+                  endpoint.start_push(std::move(reply_outputs),
+                                      detail::EndpointState::PushHandler(std::move(completion)));
                 }
               },
               std::move(handler), std::move(reply));
@@ -167,8 +168,8 @@ class Endpoint {
           detail::on_endpoint_loop(
               state,
               [](detail::EndpointState& endpoint, auto&& completion, std::string pushed_key,
-                 const boost::json::value& pushed_value) {
-                endpoint.start_xcom_push(std::move(pushed_key), pushed_value,
+                 boost::json::value&& pushed_value) {
+                endpoint.start_xcom_push(std::move(pushed_key), std::move(pushed_value),
                                          detail::EndpointState::PushHandler(std::move(completion)));
               },
               std::move(handler), std::move(xcom_key), std::move(xcom_value));

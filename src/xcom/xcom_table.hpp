@@ -145,8 +145,11 @@ class XComTable : public std::enable_shared_from_this<XComTable> {
   void set_state(TaskRecord& record, TaskState state, std::string message = {});
   /// Records `value_json` under `key` and tells waiters and subscribers. With a store, `done`
   /// runs on the loop once the store made it durable (or failed to); without, it is not called.
-  /// Errors, at once (nothing recorded): errc::xcom_limit_reached.
-  boost::system::error_code put(TaskRecord& record, std::string_view key, std::string value_json, PutDone done);
+  /// Errors, at once (nothing recorded): errc::xcom_limit_reached. `store_copy`, when not empty,
+  /// is a copy of `value_json` for the store made off the loop (a large value); else it is
+  /// copied here.
+  boost::system::error_code put(TaskRecord& record, std::string_view key, std::string value_json, PutDone done,
+                                std::string store_copy = {});
 
   /// INVALID_ARGUMENT for a query that cannot match anything, else OK.
   [[nodiscard]] static grpc::Status check(const XComQuery& query);
@@ -196,6 +199,9 @@ class XComTable : public std::enable_shared_from_this<XComTable> {
   };
 
   XComEventPtr publish(XComEvent event);
+  // Drops `last` (a value or an event); one holding a large value is freed off the loop.
+  template <typename Shared>
+  void retire(Shared&& last) noexcept;
   void clear_xcoms(TaskRecord& record);
   void forget(TaskRecord& record);
   bool make_room(std::size_t needed);

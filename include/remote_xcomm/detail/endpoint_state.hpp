@@ -17,10 +17,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <variant>
 #include <vector>
@@ -91,14 +93,22 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   void start_get(GetHandler handler);
   void start_get(AwaitableGetHandler&& handler);
   void start_next(NextHandler handler);
-  void start_push(const boost::json::object& outputs, PushHandler handler);
-  void start_push(const boost::json::object& outputs, AwaitablePushHandler&& handler);
+  /// `outputs` is taken over only when it is encoded off the loop (a large value); otherwise it
+  /// is read during the call and left to the caller.
+  void start_push(boost::json::object&& outputs, PushHandler handler);
+  void start_push(boost::json::object&& outputs, AwaitablePushHandler&& handler);
 
   /// Answers `reply` (taken from this endpoint) with `outputs`: checks and encodes them, records
   /// them as the return_value XCom and the state the answer leaves, then completes `handler`
   /// (posted) with the reply's outcome. With a durable XCom store the reply goes out once the
   /// return_value is committed.
-  void answer(PendingReplyPtr reply, const boost::json::object& outputs, PushHandler handler);
+  ///
+  /// A value whose JSON text reaches OFF_LOOP_BYTES is encoded on the io_context's OffLoopWorker,
+  /// not on the loop. Until it is back, this endpoint's later answers and XCom pushes wait their
+  /// turn (each is recorded, and each reply sent, in push order) and it hands no request to its
+  /// task (its next state change follows the answer's): seen from outside, the push is just
+  /// slower. Nothing is recorded before the push completes.
+  void answer(PendingReplyPtr reply, boost::json::object&& outputs, PushHandler handler);
   /// A request taken from this endpoint ended without an answer: the state becomes failed.
   void record_failure(const std::string& message);
 
@@ -107,7 +117,8 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   void bind_xcoms(std::shared_ptr<XComTable> table, TaskRecord* record, std::uint32_t attempt) noexcept;
   /// The endpoint's record in its XCom table (made now if it had none); null without a table.
   TaskRecord* xcom_record();
-  void start_xcom_push(std::string key, const boost::json::value& value, PushHandler handler);
+  /// Records the XCom `key` = `value`; a large value is encoded off the loop, in turn as answer().
+  void start_xcom_push(std::string key, boost::json::value&& value, PushHandler handler);
   void start_xcom_pull(XComQuery query, PullHandler handler);
 
   /// Stops the endpoint: waiting and held requests fail with `status`, a waiting get completes
@@ -158,8 +169,12 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
 
   template <typename Handler>
   void start_get_with(Handler&& handler);
+  // A push or XCom push waiting for its turn: encoded inline, or off the loop (a large value).
+  struct Encoding;
+  using EncodingPtr = std::shared_ptr<Encoding>;
+
   template <typename Handler>
-  void start_push_with(const boost::json::object& outputs, Handler&& handler);
+  void start_push_with(boost::json::object&& outputs, Handler&& handler);
   void complete_later(GetHandler&& handler, boost::system::error_code error, boost::json::object payload);
   void complete_later(AwaitableGetHandler&& handler, boost::system::error_code error, boost::json::object payload);
   void complete_later(PushHandler&& handler, boost::system::error_code error);
@@ -178,8 +193,22 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   [[nodiscard]] bool can_complete_without_allocation(const Handler& handler) const;
 
   template <typename Handler>
-  void answer_with(PendingReplyPtr&& reply, const boost::json::object& outputs, Handler&& handler);
+  void answer_with(PendingReplyPtr&& reply, boost::json::object&& outputs, Handler&& handler);
+  // Sends the encoded reply and records it. `record_copy` and `store_copy`: copies of `json` for
+  // the XCom record and the store, made off the loop; empty ones are copied here.
+  // `owner` (may be null) keeps `outputs` alive.
+  template <typename Handler>
+  void send_answer(PendingReplyPtr&& held, const boost::json::object& outputs, std::shared_ptr<const Encoding> owner,
+                   std::string&& json, std::string&& record_copy, std::string&& store_copy, Handler&& handler);
   void record_answer(boost::system::error_code result, std::string&& json, const PendingReply& reply);
+  void record_xcom(std::string_view key, std::string&& json, std::string&& store_copy, PushHandler&& handler);
+  // The pipeline of pushes waiting for their turn (answer()).
+  [[nodiscard]] bool encoding() const noexcept { return encodings_ != nullptr && !encodings_->empty(); }
+  void enqueue_encoding(const EncodingPtr& encoding, bool large);
+  static void invoke_encoded(LoopJob* job, bool run);
+  void drain_encodings();
+  void finish_encoding(const EncodingPtr& encoding);
+  void resume_after_encodings();
   void record_running();
 
   void start_invocation();
@@ -203,7 +232,9 @@ class EndpointState final : public std::enable_shared_from_this<EndpointState>, 
   std::shared_ptr<XComTable> xcoms_;            // null for a state made without a server
   TaskRecord* xcom_record_ = nullptr;           // made on first use: an endpoint that never serves costs no record
   std::unique_ptr<grpc::Status> close_status_;  // set by close(); a pointer keeps idle endpoints small
-  bool took_request_in_invocation_ = false;     // a get or next of the running invocation had a request
+  // Pushes waiting for their turn, oldest first; null unless a large value is being encoded.
+  std::unique_ptr<std::deque<EncodingPtr>> encodings_;
+  bool took_request_in_invocation_ = false;  // a get or next of the running invocation had a request
   bool invocation_running_ = false;
   bool closed_ = false;
   // 32 bits, next to the flags, where the object had padding: the bound costs idle endpoints

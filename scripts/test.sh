@@ -63,7 +63,14 @@ sanitizer_packages=()
 run_fuzz="${FUZZ:-1}"
 fuzz_packages=()
 [[ "$run_fuzz" == 0 ]] || fuzz_packages=("${RX_FUZZ_PACKAGES[@]}")
-ensure_packages "${RX_BUILD_PACKAGES[@]}" clang-format "${sanitizer_packages[@]}" "${fuzz_packages[@]}"
+ensure_packages "${RX_BUILD_PACKAGES[@]}" lld clang-format "${sanitizer_packages[@]}" "${fuzz_packages[@]}"
+
+# Every build links with lld (Debian: lld), which links in about half of GNU ld's CPU time: relinking
+# (and listing the tests of) the ASan build's 37 executables took 36 s of CPU time with lld against
+# 63 s with GNU ld, and a CI run links about 130. Extra arguments come later, so a caller's own
+# linker flags still win.
+set -- -DCMAKE_EXE_LINKER_FLAGS=-fuse-ld=lld -DCMAKE_SHARED_LINKER_FLAGS=-fuse-ld=lld \
+  -DCMAKE_MODULE_LINKER_FLAGS=-fuse-ld=lld "$@"
 
 failed=()
 suppressions="$RX_ROOT/tests/sanitizers"

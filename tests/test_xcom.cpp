@@ -526,9 +526,19 @@ TEST_F(XComWatchTest, SubscribersSeeEventsInOrderAndASlowOneIsEndedAlone) {
     ASSERT_FALSE(read_until(*watcher, "pushed_0").empty());
   }
   // Far more than the slow one's buffer plus what HTTP/2's windows and the sockets hold (30 MB),
-  // read by the fast ones as it comes, each on a thread of its own.
-  constexpr int EVENTS = 60'000;
-  auto read_all = [](Watcher* watcher, bool whole_run) {
+  // read by the fast ones as it comes, each on a thread of its own. Sent in chunks, each once the
+  // fast ones have read the one before: a fast reader is never more than a chunk behind, far less
+  // than its buffer, however the machine schedules its thread (a loaded host once starved both and
+  // they were ended as slow); the slow one never reads and falls behind by the whole burst.
+  constexpr int CHUNK = 4'000;
+  constexpr int EVENTS = 15 * CHUNK;
+  struct Progress {
+    std::atomic<int> pushed{0};
+    std::atomic<bool> ended{false};
+  };
+  Progress progress_a;
+  Progress progress_b;
+  auto read_all = [](Watcher* watcher, bool whole_run, Progress* progress) {
     pb::WatchResponse response;
     int pushed = 0;
     bool saw_other = false;
@@ -547,15 +557,27 @@ TEST_F(XComWatchTest, SubscribersSeeEventsInOrderAndASlowOneIsEndedAlone) {
         pushed += static_cast<int>(xcom.key().starts_with("pushed_") && xcom.task_instance().task_id() == "w");
         done = done || (xcom.key() == "return_value" && xcom.value_json().find("last") != std::string::npos);
       }
+      progress->pushed.store(pushed);
     }
+    progress->ended.store(true);
     EXPECT_TRUE(done);
     EXPECT_TRUE(in_order);
     EXPECT_EQ(saw_other, whole_run) << "the run watcher sees every task, the task watcher one";
     return pushed;
   };
-  auto reader_a = std::async(std::launch::async, read_all, fast_a.get(), false);
-  auto reader_b = std::async(std::launch::async, read_all, fast_b.get(), true);
-  ASSERT_TRUE(send(make_key("w"), {{"count", EVENTS}, {"pad", 500}}).status.ok());
+  auto reader_a = std::async(std::launch::async, read_all, fast_a.get(), false, &progress_a);
+  auto reader_b = std::async(std::launch::async, read_all, fast_b.get(), true, &progress_b);
+  auto caught_up = [](const Progress& progress, int pushed) {
+    return progress.ended.load() || progress.pushed.load() >= pushed;
+  };
+  for (int sent = CHUNK; sent <= EVENTS; sent += CHUNK) {
+    ASSERT_TRUE(send(make_key("w"), {{"count", CHUNK}, {"pad", 500}}).status.ok());
+    const auto give_up = std::chrono::steady_clock::now() + rx_test::HANG_GUARD;
+    while (!(caught_up(progress_a, sent) && caught_up(progress_b, sent)) &&
+           std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
   ASSERT_TRUE(send(make_key("w_other"), {{"count", 1}}).status.ok());
   ASSERT_TRUE(send(make_key("w"), {{"count", 0}, {"last", true}}).status.ok());
   EXPECT_EQ(rx_test::wait_for(reader_a, "the task watcher"), EVENTS);

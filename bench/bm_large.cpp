@@ -168,6 +168,7 @@ void BM_SmallRequestLatency(benchmark::State& state) {
   const bool large = state.range(0) != 0;
   rx::ServerOptions options;
   options.max_message_bytes = LIMIT;
+  options.max_json_string_bytes = LIMIT;  // the large value is one string
   rx::bench::RxcommEchoServer server(options);
   server.attach_echo(SMALL_KEY);
   server.attach_echo(LARGE_KEY);

@@ -10,6 +10,7 @@
 #include "security/access.hpp"
 #include "security/tls.hpp"
 #include "transport/exchange_stream.hpp"
+#include "transport/request_decoding.hpp"
 #include "tsan_annotations.hpp"
 #include "unary_send_call.hpp"
 #include "xcom/wire.hpp"
@@ -151,7 +152,9 @@ constexpr std::uint32_t LIST_DEFAULT_PAGE = 1000;
 constexpr std::uint32_t LIST_MAX_PAGE = 10000;
 constexpr std::string_view SERVICE_NAME = "remote_xcomm.v1.RemoteXComm";
 
-class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
+using remote_xcomm::v1::RemoteXComm;
+
+class ServerImpl final : public RemoteXComm::Service,
                          public CallObserver,
                          public StreamHost,
                          public std::enable_shared_from_this<ServerImpl> {
@@ -165,6 +168,12 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
         in_flight_refusal_("server has " + std::to_string(options_.max_requests_in_flight) +
                            " requests in flight, its limit (ServerOptions::max_requests_in_flight)") {
     options_.scheduler_token.clear();  // kept only as its digest, in access_
+    limits_.max_key_field_bytes = options_.max_key_field_bytes;
+    limits_.max_batch_frames = options_.max_exchange_batch_frames;
+    limits_.json.max_depth = options_.max_json_depth;
+    limits_.json.max_values = options_.max_json_values;
+    limits_.json.max_string_bytes = options_.max_json_string_bytes;
+    register_methods();
     if (options_.on_task_error) {
       on_task_error_ = std::make_shared<const EndpointState::TaskErrorHook>(std::move(options_.on_task_error));
     }
@@ -248,8 +257,71 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     phase_ = Phase::serving;
   }
 
-  grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* context, const remote_xcomm::v1::SendRequest* request,
-                                 remote_xcomm::v1::SendResponse* response) override {
+  // Every method takes its request undecoded (grpc::ByteBuffer) and decodes it with
+  // request_decoding.hpp: bad input gets a precise status instead of gRPC's empty UNIMPLEMENTED,
+  // and limits hold while decoding. Responses stay gRPC's typed messages. The service's method
+  // table (paths, reflection) is the generated one.
+  void register_methods() {
+    using grpc::ByteBuffer;
+    using grpc::CallbackServerContext;
+    using grpc::internal::CallbackBidiHandler;
+    using grpc::internal::CallbackServerStreamingHandler;
+    using grpc::internal::CallbackUnaryHandler;
+    namespace v1 = remote_xcomm::v1;
+    MarkMethodCallback(0, new CallbackUnaryHandler<ByteBuffer, v1::SendResponse>(
+                              [this](CallbackServerContext* context, const ByteBuffer* request,
+                                     v1::SendResponse* response) { return on_send(context, request, response); }));
+    MarkMethodCallback(1, new CallbackBidiHandler<ByteBuffer, v1::ExchangeResponse>(
+                              [this](CallbackServerContext* context) { return on_exchange(context); }));
+    MarkMethodCallback(2, new CallbackUnaryHandler<ByteBuffer, v1::PullResponse>(
+                              [this](CallbackServerContext* context, const ByteBuffer* request,
+                                     v1::PullResponse* response) { return on_pull(context, request, response); }));
+    MarkMethodCallback(
+        3, new CallbackUnaryHandler<ByteBuffer, v1::TaskStateInfo>(
+               [this](CallbackServerContext* context, const ByteBuffer* request, v1::TaskStateInfo* response) {
+                 return on_get_state(context, request, response);
+               }));
+    MarkMethodCallback(4, new CallbackServerStreamingHandler<ByteBuffer, v1::WatchResponse>(
+                              [this](CallbackServerContext* context, const ByteBuffer* request) {
+                                return on_watch(context, request);
+                              }));
+    MarkMethodCallback(5, new CallbackUnaryHandler<ByteBuffer, v1::ListResponse>(
+                              [this](CallbackServerContext* context, const ByteBuffer* request,
+                                     v1::ListResponse* response) { return on_list(context, request, response); }));
+    MarkMethodCallback(6, new CallbackUnaryHandler<ByteBuffer, v1::StatsResponse>(
+                              [this](CallbackServerContext* context, const ByteBuffer* request,
+                                     v1::StatsResponse* response) { return on_stats(context, request, response); }));
+  }
+
+  // The caller, from the call's `authorization` metadata, before its request is decoded: a call
+  // without a token gets UNAUTHENTICATED before anything it sent is looked at. Whether the token
+  // reaches the task instance is checked once the request is decoded (check_task), before its
+  // payload is parsed. A server without a scheduler token checks nothing (one branch).
+  [[nodiscard]] std::optional<grpc::Status> identify_caller(const grpc::ServerContextBase& context,
+                                                            Caller& caller) const {
+    if (!access_.enabled()) {
+      return std::nullopt;
+    }
+    caller = access_.identify(context);
+    return AccessControl::check_authenticated(caller);
+  }
+
+  // Decodes a unary method's request into `out`; logs (rate-limited) a refusal.
+  template <typename Message>
+  grpc::Status decode(const grpc::ByteBuffer& request, Message& out, std::string_view method) const {
+    grpc::Slice bytes;
+    grpc::Status status = flatten(request, bytes);
+    if (status.ok()) {
+      status = decode_request(view_of(bytes), limits_, out);
+    }
+    if (!status.ok()) {
+      log_bad_request(method, status);
+    }
+    return status;
+  }
+
+  grpc::ServerUnaryReactor* on_send(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                    remote_xcomm::v1::SendResponse* response) {
     back_from_grpc(this);
     // The calls received before this one and not yet answered: the in-flight count, for free.
     const std::size_t in_flight = unfinished_calls_.fetch_add(1, std::memory_order_relaxed);
@@ -263,11 +335,27 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       call->fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
       return reactor;
     }
-    // The caller's token, before anything else of the request is looked at (one branch without).
-    if (auto refused = access_.authorize_task(*context, view_of(request->key()))) {
-      log_refusal(request->key(), refused->error_code() == grpc::StatusCode::UNAUTHENTICATED
-                                      ? "UNAUTHENTICATED (no bearer token)"
-                                      : "PERMISSION_DENIED (the token does not reach it)");
+    Caller caller;
+    if (auto refused = identify_caller(*context, caller)) {
+      log_refusal("UNAUTHENTICATED (no bearer token)");
+      call->fail(*refused);
+      return reactor;
+    }
+    // Decoded here, on the gRPC thread, so that bad input is refused without touching the loop.
+    // The key's views point into the call's copy of the bytes, valid until it is freed.
+    SendRequestView decoded;
+    grpc::Status status = flatten(*request, send_call->request_bytes());
+    if (status.ok()) {
+      status = decode_send_request(view_of(send_call->request_bytes()), limits_, decoded);
+    }
+    if (!status.ok()) {
+      log_bad_request("Send", status);
+      call->fail(status);
+      return reactor;
+    }
+    // The caller's token against the key, before the payload is parsed (one branch without).
+    if (auto refused = access_.check_task(caller, decoded.key)) {
+      log_refusal("PERMISSION_DENIED (the token does not reach it)");
       call->fail(*refused);
       return reactor;
     }
@@ -276,27 +364,27 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     // count only decides whether to refuse, and refused calls count until they are finished a
     // few lines below, so a burst may be refused a little early, never admitted over the limit.
     if (in_flight >= options_.max_requests_in_flight) {
-      // Logged first: once the call is finished, gRPC may free the request.
-      log_refusal(request->key(), "RESOURCE_EXHAUSTED (max_requests_in_flight)");
+      log_refusal("RESOURCE_EXHAUSTED (max_requests_in_flight)");
       call->fail(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, in_flight_refusal_));
       return reactor;
     }
+    // Parsed within the JSON limits, still on the gRPC thread.
     boost::json::object payload;
-    std::string error;
-    // Parsed here, on the gRPC thread, so that bad input is refused without touching the loop.
-    if (!parse_json_object(request->payload_json(), options_.max_json_depth, payload, error)) {
-      log_refusal(request->key(), "INVALID_ARGUMENT (the payload is not a JSON object, or nests too deeply)");
-      call->fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
+    if (std::string error; !parse_json_object(decoded.payload_json, limits_.json, payload, error)) {
+      status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error);
+      log_bad_request("Send", status);
+      call->fail(status);
       return reactor;
     }
-    detail::hand_off(executor_, [this, call = std::move(call), request, payload = std::move(payload)]() mutable {
-      route_to_endpoint(view_of(request->key()), std::move(call), std::move(payload));
-    });
+    detail::hand_off(executor_,
+                     [this, call = std::move(call), key = decoded.key, payload = std::move(payload)]() mutable {
+                       route_to_endpoint(key, std::move(call), std::move(payload));
+                     });
     return reactor;
   }
 
-  grpc::ServerBidiReactor<remote_xcomm::v1::ExchangeRequest, remote_xcomm::v1::ExchangeResponse>* Exchange(
-      grpc::CallbackServerContext* context) override {
+  grpc::ServerBidiReactor<grpc::ByteBuffer, remote_xcomm::v1::ExchangeResponse>* on_exchange(
+      grpc::CallbackServerContext* context) {
     back_from_grpc(this);
     if (stopping_.load(std::memory_order_acquire)) {
       metrics_.record_code(Method::exchange, grpc::StatusCode::UNAVAILABLE);
@@ -317,46 +405,59 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     }
     StreamLimits limits;
     limits.max_message_bytes = static_cast<std::size_t>(options_.max_message_bytes);
-    limits.max_json_depth = options_.max_json_depth;
+    limits.request = limits_;
     limits.max_in_flight = options_.max_stream_requests_in_flight;
     return new ExchangeStream(context, *this, executor_, limits, access);
   }
 
-  grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context, const remote_xcomm::v1::PullRequest* request,
-                                 remote_xcomm::v1::PullResponse* response) override {
+  grpc::ServerUnaryReactor* on_pull(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                    remote_xcomm::v1::PullResponse* response) {
     back_from_grpc(this);
+    const auto started = std::chrono::steady_clock::now();
     if (stopping_.load(std::memory_order_acquire)) {
       metrics_.record_code(Method::pull, grpc::StatusCode::UNAVAILABLE);
       return refuse_unary(context);
     }
-    if (auto refused = request->all_map_indexes() ? access_.authorize_scheduler(*context, "a Pull of every map index")
-                                                  : access_.authorize_task(*context, pulled_key(*request))) {
-      metrics_.record_code(Method::pull, refused->error_code());
-      return refuse_unary(context, *refused);
+    Caller caller;
+    if (auto refused = identify_caller(*context, caller)) {
+      return finish_unary(context, Method::pull, *refused, started);
     }
-    return start_pull(context, *request, response, xcoms_, executor_, &metrics_);
+    remote_xcomm::v1::PullRequest decoded;
+    if (grpc::Status status = decode(*request, decoded, "Pull"); !status.ok()) {
+      return finish_unary(context, Method::pull, status, started);
+    }
+    if (auto refused = decoded.all_map_indexes() ? access_.check_scheduler(caller, "a Pull of every map index")
+                                                 : access_.check_task(caller, pulled_key(decoded))) {
+      return finish_unary(context, Method::pull, *refused, started);
+    }
+    return start_pull(context, decoded, response, xcoms_, executor_, &metrics_);
   }
 
-  grpc::ServerUnaryReactor* GetState(grpc::CallbackServerContext* context,
-                                     const remote_xcomm::v1::GetStateRequest* request,
-                                     remote_xcomm::v1::TaskStateInfo* response) override {
+  grpc::ServerUnaryReactor* on_get_state(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                         remote_xcomm::v1::TaskStateInfo* response) {
     back_from_grpc(this);
     const auto started = std::chrono::steady_clock::now();
-    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
     if (stopping_.load(std::memory_order_acquire)) {
-      metrics_.record(Method::get_state, grpc::StatusCode::UNAVAILABLE, started);
-      reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
-      return reactor;
+      return finish_unary(context, Method::get_state,
+                          grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"), started);
     }
-    if (auto refused = access_.authorize_task(*context, view_of(request->task_instance()))) {
-      metrics_.record(Method::get_state, refused->error_code(), started);
-      reactor->Finish(*refused);
-      return reactor;
+    Caller caller;
+    if (auto refused = identify_caller(*context, caller)) {
+      return finish_unary(context, Method::get_state, *refused, started);
     }
-    // The request and response live until Finish, which the job calls; the service until the
-    // drain, which waits for every call.
-    detail::hand_off(executor_, [this, reactor, request, response, started] {
-      const TaskInstanceKeyView key = view_of(request->task_instance());
+    remote_xcomm::v1::GetStateRequest decoded;
+    if (grpc::Status status = decode(*request, decoded, "GetState"); !status.ok()) {
+      return finish_unary(context, Method::get_state, status, started);
+    }
+    if (auto refused = access_.check_task(caller, view_of(decoded.task_instance()))) {
+      return finish_unary(context, Method::get_state, *refused, started);
+    }
+    // Taken once: gRPC allows one DefaultReactor per call (finish_unary takes it on the paths above).
+    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
+    // The response lives until Finish, which the job calls; the service until the drain, which
+    // waits for every call.
+    detail::hand_off(executor_, [this, reactor, owned_key = from_proto(decoded.task_instance()), response, started] {
+      const TaskInstanceKeyView key = owned_key.view();
       std::optional<TaskStateInfo> state = xcoms_->state(key);
       if (!state) {
         // An attached endpoint that has not changed state yet has no record: it is idle.
@@ -367,7 +468,7 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
       }
       if (!state) {
         metrics_.record(Method::get_state, grpc::StatusCode::NOT_FOUND, started);
-        reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "the server knows nothing of " + to_string(key) +
+        reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "the server knows nothing of " + caller_key(key) +
                                                                       " (never attached here, or past its retention)"));
         return;
       }
@@ -378,16 +479,19 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context, const remote_xcomm::v1::ListRequest* request,
-                                 remote_xcomm::v1::ListResponse* response) override {
+  grpc::ServerUnaryReactor* on_list(grpc::CallbackServerContext* context, const grpc::ByteBuffer* encoded,
+                                    remote_xcomm::v1::ListResponse* response) {
     back_from_grpc(this);
     const auto started = std::chrono::steady_clock::now();
-    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
+    // Only the scheduler token reaches List, whatever it asks: checked before it is decoded.
     if (auto refused = access_.authorize_scheduler(*context, "List")) {
-      metrics_.record(Method::list, refused->error_code(), started);
-      reactor->Finish(*refused);
-      return reactor;
+      return finish_unary(context, Method::list, *refused, started);
     }
+    auto request = std::make_unique<remote_xcomm::v1::ListRequest>();
+    if (grpc::Status status = decode(*encoded, *request, "List"); !status.ok()) {
+      return finish_unary(context, Method::list, status, started);
+    }
+    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
     std::optional<ListCursor> after;
     if (!request->page_token().empty()) {
       after = parse_list_token(request->page_token());
@@ -400,25 +504,27 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     }
     // Answered during a shutdown too: what is still attached. The request and response live until
     // Finish; the service until gRPC's drain, which waits for every call.
-    detail::hand_off(executor_, [this, reactor, request, response, after = std::move(after), started] {
-      list(*request, after, *response);
-      metrics_.record(Method::list, grpc::StatusCode::OK, started);
-      reactor->Finish(grpc::Status::OK);
-    });
+    detail::hand_off(executor_,
+                     [this, reactor, request = std::move(request), response, after = std::move(after), started] {
+                       list(*request, after, *response);
+                       metrics_.record(Method::list, grpc::StatusCode::OK, started);
+                       reactor->Finish(grpc::Status::OK);
+                     });
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* context,
-                                  const remote_xcomm::v1::StatsRequest* /*request*/,
-                                  remote_xcomm::v1::StatsResponse* response) override {
+  grpc::ServerUnaryReactor* on_stats(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                     remote_xcomm::v1::StatsResponse* response) {
     back_from_grpc(this);
     const auto started = std::chrono::steady_clock::now();
-    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
     if (auto refused = access_.authorize_scheduler(*context, "Stats")) {
-      metrics_.record(Method::stats, refused->error_code(), started);
-      reactor->Finish(*refused);
-      return reactor;
+      return finish_unary(context, Method::stats, *refused, started);
     }
+    remote_xcomm::v1::StatsRequest decoded;
+    if (grpc::Status status = decode(*request, decoded, "Stats"); !status.ok()) {
+      return finish_unary(context, Method::stats, status, started);
+    }
+    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
     detail::hand_off(executor_, [this, reactor, response, started] {
       to_proto(stats_on_loop(), *response);
       metrics_.record(Method::stats, grpc::StatusCode::OK, started);
@@ -498,20 +604,30 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     response.set_total_matching(total);
   }
 
-  grpc::ServerWriteReactor<remote_xcomm::v1::WatchResponse>* Watch(
-      grpc::CallbackServerContext* context, const remote_xcomm::v1::WatchRequest* request) override {
+  grpc::ServerWriteReactor<remote_xcomm::v1::WatchResponse>* on_watch(grpc::CallbackServerContext* context,
+                                                                      const grpc::ByteBuffer* request) {
     back_from_grpc(this);
     if (stopping_.load(std::memory_order_acquire)) {
       metrics_.record_code(Method::watch, grpc::StatusCode::UNAVAILABLE);
       return new RefusedWatch(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
     }
-    if (auto refused = watches_one_task_instance(*request)
-                           ? access_.authorize_task(*context, watched_key(*request))
-                           : access_.authorize_scheduler(*context, "a Watch of more than one task instance")) {
+    Caller caller;
+    if (auto refused = identify_caller(*context, caller)) {
       metrics_.record_code(Method::watch, refused->error_code());
       return new RefusedWatch(*refused);
     }
-    return start_watch(context, *request, xcoms_, executor_, &metrics_);
+    remote_xcomm::v1::WatchRequest decoded;
+    if (grpc::Status status = decode(*request, decoded, "Watch"); !status.ok()) {
+      metrics_.record_code(Method::watch, status.error_code());
+      return new RefusedWatch(status);
+    }
+    if (auto refused = watches_one_task_instance(decoded)
+                           ? access_.check_task(caller, watched_key(decoded))
+                           : access_.check_scheduler(caller, "a Watch of more than one task instance")) {
+      metrics_.record_code(Method::watch, refused->error_code());
+      return new RefusedWatch(*refused);
+    }
+    return start_watch(context, decoded, xcoms_, executor_, &metrics_);
   }
 
   // ---- StreamHost ------------------------------------------------------------------------------
@@ -870,24 +986,55 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
     }
     auto it = endpoints_.find(key);
     if (it == endpoints_.end()) {
-      reply->fail(grpc::Status(grpc::StatusCode::NOT_FOUND, "no endpoint " + to_string(key) + " on this server"));
+      reply->fail(grpc::Status(grpc::StatusCode::NOT_FOUND, "no endpoint " + caller_key(key) + " on this server"));
       return;
     }
     (*it)->deliver(std::move(reply), std::move(payload));
   }
 
-  // Debug: a Send refused on gRPC's thread. The key and the reason only: the parser's message may
-  // quote the payload, which never goes into a log line.
-  static void log_refusal(const remote_xcomm::v1::TaskInstanceKey& key, std::string_view reason) noexcept {
+  // Debug: a Send refused on gRPC's thread, before its request was decoded. The reason only.
+  static void log_refusal(std::string_view reason) noexcept {
     if (!log_enabled(LogLevel::debug)) {
       return;
     }
     try {
-      std::string line = "Send to ";
-      line.append(to_string(view_of(key))).append(" refused: ").append(reason);
+      std::string line = "Send refused: ";
+      line.append(reason);
       log(LogLevel::debug, line);
     } catch (...) {  // no memory for the line: nothing to log
     }
+  }
+
+  // Debug, as every refusal on gRPC's thread, and at most a few lines a second: a request that did
+  // not decode or broke a limit. Its status message names the field and quotes at most a short
+  // escaped prefix of it (never the payload); a client sending such requests in a loop cannot
+  // fill the log.
+  void log_bad_request(std::string_view method, const grpc::Status& status) const noexcept {
+    if (!log_enabled(LogLevel::debug)) {
+      return;
+    }
+    std::uint64_t suppressed = 0;
+    if (!bad_request_log_.allow(suppressed)) {
+      return;
+    }
+    try {
+      std::string line(method);
+      line.append(" refused: ").append(status_code_name(status.error_code()));
+      line.append(": ").append(status.error_message());
+      if (suppressed != 0) {
+        line.append(" (and ").append(std::to_string(suppressed)).append(" more since the last such line)");
+      }
+      log(LogLevel::debug, line);
+    } catch (...) {  // no memory for the line: nothing to log
+    }
+  }
+
+  grpc::ServerUnaryReactor* finish_unary(grpc::CallbackServerContext* context, Method method,
+                                         const grpc::Status& status, std::chrono::steady_clock::time_point started) {
+    metrics_.record(method, status.error_code(), started);
+    grpc::ServerUnaryReactor* const reactor = context->DefaultReactor();
+    reactor->Finish(status);
+    return reactor;
   }
 
   static grpc::ServerUnaryReactor* refuse_unary(grpc::CallbackServerContext* context,
@@ -965,6 +1112,8 @@ class ServerImpl final : public remote_xcomm::v1::RemoteXComm::CallbackService,
   AccessControl access_;  // tokens, any thread
   std::shared_ptr<const EndpointState::TaskErrorHook> on_task_error_;
   std::string in_flight_refusal_;  // built once: refusals come in bursts, under overload
+  RequestLimits limits_;
+  mutable RateLimit bad_request_log_;
   int port_ = 0;
 
   // Lifecycle, under mutex_ (stopping_ and unfinished_calls_ are also read without it).

@@ -6,6 +6,7 @@
 #include <remote_xcomm/v1/remote_xcomm.pb.h>
 
 #include <grpcpp/support/server_callback.h>
+#include <grpcpp/support/slice.h>
 
 #include <atomic>
 #include <chrono>
@@ -51,6 +52,9 @@ class UnarySendCall final : public PendingReply, public grpc::ServerUnaryReactor
                 std::size_t max_reply_bytes, LoopExecutor loop, CallObserver* observer = nullptr) noexcept;
 
   [[nodiscard]] grpc::ServerUnaryReactor* reactor() noexcept { return this; }
+  /// The request's bytes, kept here so that views decoded from them stay valid (a small slice
+  /// holds its bytes inline) until the call is freed.
+  [[nodiscard]] grpc::Slice& request_bytes() noexcept { return request_bytes_; }
 
   /// Never throws: a reply that cannot be encoded (out of memory) finishes the call with INTERNAL
   /// and returns `not_enough_memory`.
@@ -93,6 +97,7 @@ class UnarySendCall final : public PendingReply, public grpc::ServerUnaryReactor
   remote_xcomm::v1::SendResponse* response_;  // owned by gRPC; valid until OnDone
   LoopExecutor loop_;
   CallObserver* observer_;
+  grpc::Slice request_bytes_;
   std::size_t max_reply_bytes_;
   std::chrono::steady_clock::time_point started_;  // the call's arrival: its latency counts from here
   std::atomic<int> parts_{2};                      // the references and gRPC's reactor: freed when both are done

@@ -1,5 +1,6 @@
 // JSON text and protobuf conversions of the wire contract (src/codec.hpp).
 #include "codec.hpp"
+#include "transport/request_decoding.hpp"
 
 #include <boost/json/parse.hpp>
 #include <gtest/gtest.h>
@@ -132,3 +133,102 @@ TEST(Codec, UnmappedKeyKeepsMapIndexMinusOneOnTheWire) {
 }
 
 }  // namespace
+
+// ---- caller text, JSON limits and request decoding (src/transport/request_decoding.hpp) ----------
+
+TEST(CallerText, KeepsShortPrintableTextAndEscapesTheRest) {
+  EXPECT_EQ(rx::detail::caller_text("example_dag"), "example_dag");
+  EXPECT_EQ(rx::detail::caller_text("caf\xc3\xa9"), "caf\xc3\xa9");  // valid UTF-8 stays as it is
+  EXPECT_EQ(rx::detail::caller_text("a\nb\\c\xff"), "a\\x0ab\\x5cc\\xff");
+}
+
+TEST(CallerText, CutsLongTextAtACharacterBoundaryAndSaysHowLongItWas) {
+  EXPECT_EQ(rx::detail::caller_text(std::string(100, 'x'), 4), "xxxx...(100 bytes)");
+  // "é" is two bytes: a cut after 3 bytes would split the second one.
+  EXPECT_EQ(rx::detail::caller_text("\xc3\xa9\xc3\xa9\xc3\xa9", 3), "\xc3\xa9...(6 bytes)");
+  EXPECT_EQ(rx::detail::caller_key({std::string(70, 'd'), "t", "r", -1}),
+            std::string(64, 'd') + "...(70 bytes)/t/r[-1]");
+}
+
+TEST(JsonLimits, CountValuesAtEveryLevelAndStringBytesWhileParsing) {
+  rx::detail::JsonLimits limits;
+  limits.max_values = 4;  // {"a":[1,{"b":2}]} holds 5: the object, the array, 1, the inner object, 2
+  limits.max_string_bytes = 3;
+  boost::json::object out;
+  std::string error;
+  rx::detail::JsonViolation violation{};
+  EXPECT_TRUE(rx::detail::parse_json_object(R"({"a":[1,2]})", limits, out, error, &violation)) << error;
+  EXPECT_FALSE(rx::detail::parse_json_object(R"({"a":[1,{"b":2}]})", limits, out, error, &violation));
+  EXPECT_EQ(violation, rx::detail::JsonViolation::too_many_values);
+  EXPECT_FALSE(rx::detail::parse_json_object(R"({"abcd":1})", limits, out, error, &violation));
+  EXPECT_EQ(violation, rx::detail::JsonViolation::string_too_long);
+  // An escape counts as the byte it decodes to: "\u0041bc" is 3 bytes.
+  EXPECT_TRUE(rx::detail::parse_json_object(R"({"s":"\u0041bc"})", limits, out, error, &violation)) << error;
+}
+
+TEST(JsonLimits, ReadsNumbersWithHugeNegativeExponentsAsZeroAndRefusesHugePositiveOnes) {
+  boost::json::object out;
+  std::string error;
+  rx::detail::JsonViolation violation{};
+  ASSERT_TRUE(
+      rx::detail::parse_json_object(R"({"a":-1.5e-2147483649,"b":[0.0E+99999999999]})", {}, out, error, &violation))
+      << error;
+  EXPECT_EQ(out.at("a").as_double(), 0.0);
+  EXPECT_EQ(out.at("b").as_array().at(0).as_double(), 0.0);
+  EXPECT_FALSE(rx::detail::parse_json_object(R"({"a":1e2147483648})", {}, out, error, &violation));
+  EXPECT_EQ(violation, rx::detail::JsonViolation::number_too_large);
+  // A string that looks like such a number is a string.
+  ASSERT_TRUE(rx::detail::parse_json_object(R"({"s":"1e-99999999999"})", rx::detail::JsonLimits{}, out, error))
+      << error;
+  EXPECT_EQ(out.at("s").as_string(), "1e-99999999999");
+}
+
+TEST(RequestDecoding, ReadsASendRequestSkippingUnknownFieldsAndOtherWireTypes) {
+  remote_xcomm::v1::SendRequest request;
+  rx::detail::to_proto(rx::TaskInstanceKey{"dag", "task", "run", 3}, *request.mutable_key());
+  request.set_payload_json(R"({"a":1})");
+  std::string bytes = request.SerializeAsString();
+  bytes.append("\x18\x05");              // field 3, a varint: unknown
+  bytes.append("\x15\x01\x02\x03\x04");  // field 2 as a fixed32: another wire type, skipped as unknown
+  rx::detail::SendRequestView decoded;
+  boost::json::object payload;
+  const grpc::Status status = rx::detail::decode_send(bytes, {}, decoded, payload);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(decoded.key, (rx::TaskInstanceKeyView{"dag", "task", "run", 3}));
+  EXPECT_EQ(payload, (boost::json::object{{"a", 1}}));
+}
+
+TEST(RequestDecoding, AnExchangeFrameWithABadKeyKeepsItsIdAndItsOwnError) {
+  remote_xcomm::v1::ExchangeRequest batch;
+  auto* bad = batch.add_frames();
+  bad->mutable_key()->set_dag_id(std::string(2000, 'd'));
+  bad->set_id(41);  // serialised after the key
+  batch.add_frames()->set_id(42);
+  std::vector<rx::detail::ExchangeFrameView> frames;
+  const std::string bytes = batch.SerializeAsString();  // the views point into it
+  const grpc::Status status = rx::detail::decode_exchange_request(bytes, {}, frames);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(frames.size(), 2U);
+  EXPECT_EQ(frames[0].id, 41U);
+  EXPECT_EQ(frames[0].error.substr(0, 44), "key.dag_id is 2000 bytes, over the server's ");
+  EXPECT_EQ(frames[1].id, 42U);
+  EXPECT_TRUE(frames[1].error.empty());
+}
+
+TEST(RequestDecoding, AKeyWithoutMapIndexOrNoKeyAtAllReadsAsProto3sDefaults) {
+  remote_xcomm::v1::SendRequest request;
+  request.mutable_key()->set_dag_id("dag");  // map_index 0 is not on the wire
+  rx::detail::SendRequestView decoded;
+  const std::string bytes = request.SerializeAsString();  // the views point into it
+  ASSERT_TRUE(rx::detail::decode_send_request(bytes, {}, decoded).ok());
+  EXPECT_EQ(decoded.key, (rx::TaskInstanceKeyView{"dag", "", "", 0}));
+  ASSERT_TRUE(rx::detail::decode_send_request("", {}, decoded).ok());
+  EXPECT_EQ(decoded.key, (rx::TaskInstanceKeyView{"", "", "", 0}));
+  remote_xcomm::v1::ExchangeRequest batch;
+  batch.add_frames()->set_id(1);
+  std::vector<rx::detail::ExchangeFrameView> frames;
+  const std::string batch_bytes = batch.SerializeAsString();
+  ASSERT_TRUE(rx::detail::decode_exchange_request(batch_bytes, {}, frames).ok());
+  ASSERT_EQ(frames.size(), 1U);
+  EXPECT_EQ(frames[0].key.map_index, 0);
+}

@@ -46,9 +46,11 @@ using rx_test::make_key;
 // Above gRPC's default of 4 MiB, odd so that no power of two hides an off-by-one.
 constexpr int LIMIT = 6 * 1024 * 1024 + 17;
 
+// A large value here is one long string: the string limit is raised with the message limit.
 rx::ServerOptions server_options(int limit) {
   rx::ServerOptions options;
   options.max_message_bytes = limit;
+  options.max_json_string_bytes = static_cast<std::size_t>(limit);
   return options;
 }
 

@@ -392,6 +392,27 @@ TEST_F(TokenTest, TokenIsCheckedBeforeThePayloadIsParsed) {
   EXPECT_EQ(raw_send(bearer(TOKEN_A), "a", "{not json").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// Bad input against the token checks: a call without a token is refused before anything it sent
+// is decoded; a token is checked against the key once the key decodes, before the payload.
+TEST_F(TokenTest, MissingTokenIsRefusedBeforeTheRequestIsDecodedAndATokenOnceTheKeyIs) {
+  const std::string long_task(5000, 't');  // over the default key field limit (1024 bytes)
+  const std::string not_utf8("\xff\xfe", 2);
+  for (const std::string& task : {long_task, not_utf8}) {
+    EXPECT_EQ(raw_send("", task, "{}").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(raw_get_state("", task).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(raw_watch("", task).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    // With a token, the key must decode before the token can be checked against it.
+    const grpc::Status wrong_token = raw_send(bearer(TOKEN_A), task, "{}");
+    EXPECT_EQ(wrong_token.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << describe(wrong_token);
+    EXPECT_NE(wrong_token.error_message().find("task_id"), std::string::npos) << describe(wrong_token);
+    EXPECT_EQ(raw_get_state(bearer(TOKEN_A), task).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // List and Stats need the scheduler token whatever they ask.
+  EXPECT_EQ(raw_list(bearer(TOKEN_A)).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // The server still serves its endpoints.
+  EXPECT_TRUE(raw_send(bearer(TOKEN_A), "a", "{}").ok());
+}
+
 TEST_F(TokenTest, ExchangeChecksEachFrameAgainstItsTaskInstance) {
   rx::ClientOptions options = with_token(TOKEN_A);
   options.transport = rx::Transport::exchange;

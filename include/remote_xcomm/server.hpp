@@ -50,8 +50,28 @@ struct ServerOptions {
   std::string address;
   /// Largest request gRPC accepts, in bytes; a larger one fails with RESOURCE_EXHAUSTED.
   int max_message_bytes = 4 * 1024 * 1024;
-  /// Deepest nesting of a payload's arrays and objects; deeper fails with INVALID_ARGUMENT.
+  /// Deepest nesting of a payload's arrays and objects, counting the top object; deeper fails with
+  /// INVALID_ARGUMENT. Like every limit below, checked while the request is decoded or parsed, so
+  /// nothing past the limit is stored; each refusal's message names the limit
+  /// (docs/protocol.md, "Limits", has the table).
   std::size_t max_json_depth = 64;
+  /// Most values a payload may hold in all: the top object, every member's value and every array
+  /// element, at every level. A value costs the server 16 to 48 bytes however short its text
+  /// (`[0,0,…]` is two bytes an element), so this bounds a payload's memory at a few times
+  /// max_message_bytes. More fails with INVALID_ARGUMENT.
+  std::size_t max_json_values = 1'000'000;
+  /// Longest string or member name in a payload, in bytes once its escapes are decoded; longer
+  /// fails with INVALID_ARGUMENT. Independent of max_message_bytes: raise both for large values.
+  std::size_t max_json_string_bytes = std::size_t{16} << 20;
+  /// Longest key field a request may carry, in bytes: dag_id, task_id, run_id (of a key, a Pull,
+  /// a Watch or a List filter) and an XCom key; a List page_token may be 8 times as long. Longer
+  /// fails with INVALID_ARGUMENT naming the field (an Exchange frame: that frame's reply). Airflow
+  /// limits its ids to 250 characters and XCom keys to 512, at most 4 bytes each in UTF-8.
+  std::size_t max_key_field_bytes = 1024;
+  /// Most frames one ExchangeRequest batch may carry. A batch with more is not taken: the stream
+  /// reads no more and, once the requests read before it are answered, ends with
+  /// RESOURCE_EXHAUSTED.
+  std::size_t max_exchange_batch_frames = 16384;
   /// Most requests that may wait in one endpoint's queue (backpressure, docs/endpoints.md). The
   /// request its task holds does not count, nor does one handed straight to a task waiting in
   /// get() or next(), or one that starts an idle task. A request arriving at a full queue fails at

@@ -1,5 +1,7 @@
 #include "cli_common.hpp"
 
+#include "codec.hpp"
+
 #include <boost/json/parse.hpp>
 
 #include <array>
@@ -69,9 +71,13 @@ std::optional<grpc::StatusCode> parse_code(std::string_view name) noexcept {
   return std::nullopt;
 }
 
+constexpr std::size_t SERVER_TEXT_BYTES = 2048;
+
 int report_status(const grpc::Status& status) {
-  std::cerr << "ERROR:\n  Code: " << code_name(status.error_code()) << "\n  Message: " << status.error_message()
-            << std::endl;
+  // The server's text, escaped and bounded: a hostile or broken server cannot flood the terminal
+  // or send it control sequences.
+  std::cerr << "ERROR:\n  Code: " << code_name(status.error_code())
+            << "\n  Message: " << rx::detail::caller_text(status.error_message(), SERVER_TEXT_BYTES) << std::endl;
   return EXIT_STATUS_OFFSET + static_cast<int>(status.error_code());
 }
 

@@ -20,7 +20,6 @@ namespace rx::detail {
 namespace {
 
 namespace asio = boost::asio;
-using remote_xcomm::v1::ExchangeFrame;
 
 // Room kept in a message for one reply's framing besides its JSON text and message: the id,
 // the code and the length prefixes take at most 3 × 11 bytes.
@@ -148,11 +147,10 @@ bool ExchangeStream::DeadlineOrder::operator()(const Request& a, const Request& 
 /// A batch read from the stream, parsed on the thread that read it, on its way to the loop.
 struct ExchangeStream::ReadBatch {
   std::chrono::steady_clock::time_point read_at;  // frames' timeouts count from here
-  remote_xcomm::v1::ExchangeRequest message;      // the keys are views into it
+  grpc::Slice bytes;                              // the batch as read: the frames' views point into it
+  std::vector<ExchangeFrameView> frames;          // error: why a frame is refused (key or payload), or empty
   std::vector<boost::json::object> payloads;      // one per frame, empty for a cancel or a bad payload
-  std::vector<std::string> errors;                // one per frame: why its payload was refused, or empty
-  std::vector<bool> denied;                       // per frame when checked: errors[i] is PERMISSION_DENIED's
-  std::size_t payload_bytes = 0;                  // of every frame: whether the message is kept for reuse
+  std::vector<bool> denied;                       // per frame when tokens are checked: its error is PERMISSION_DENIED's
 };
 
 void ExchangeStream::MemberJob::invoke_member(LoopJob* job, bool run) noexcept {
@@ -201,32 +199,36 @@ void ExchangeStream::OnReadDone(bool ok) {
     to_loop([](ExchangeStream& self) { self.reads_ended(); });
     return;
   }
-  // Parsed here, on the thread that read the batch, as Send parses its payload: a bad one is
-  // refused without costing the loop anything but its reply.
+  // Decoded and parsed here, on the thread that read the batch, as Send's request is: a bad one
+  // is refused without costing the loop anything but its reply.
   auto batch = std::make_unique<ReadBatch>();
   batch->read_at = std::chrono::steady_clock::now();
-  batch->message.Swap(&reading_);
-  const int frames = batch->message.frames_size();
-  batch->payloads.resize(static_cast<std::size_t>(frames));
-  batch->errors.resize(static_cast<std::size_t>(frames));
-  if (access_.control != nullptr) {
-    batch->denied.resize(static_cast<std::size_t>(frames));
+  grpc::Status status = flatten(reading_, batch->bytes);
+  reading_.Clear();
+  if (status.ok()) {
+    status = decode_exchange_request(view_of(batch->bytes), limits_.request, batch->frames);
   }
-  for (int i = 0; i < frames; ++i) {
-    const ExchangeFrame& frame = batch->message.frames(i);
-    batch->payload_bytes += frame.payload_json().size();
-    if (!frame.cancel()) {
-      const auto at = static_cast<std::size_t>(i);
+  if (!status.ok()) {
+    to_loop([status = std::move(status)](ExchangeStream& self) mutable { self.refuse_batch(std::move(status)); });
+    return;
+  }
+  batch->payloads.resize(batch->frames.size());
+  if (access_.control != nullptr) {
+    batch->denied.resize(batch->frames.size());
+  }
+  for (std::size_t i = 0; i < batch->frames.size(); ++i) {
+    ExchangeFrameView& frame = batch->frames[i];
+    if (!frame.cancel && frame.error.empty()) {
       // The token against the frame's task instance, before its payload is parsed.
       if (access_.control != nullptr) {
-        if (auto refused = access_.control->check_task(access_.caller, view_of(frame.key()))) {
-          batch->denied[at] = true;
-          batch->errors[at] = refused->error_message();
+        if (auto refused = access_.control->check_task(access_.caller, frame.key)) {
+          batch->denied[i] = true;
+          frame.error = refused->error_message();
           continue;
         }
       }
-      if (!parse_json_object(frame.payload_json(), limits_.max_json_depth, batch->payloads[at], batch->errors[at])) {
-        batch->payloads[at] = {};
+      if (!parse_json_object(frame.payload_json, limits_.request.json, batch->payloads[i], frame.error)) {
+        batch->payloads[i] = {};
       }
     }
   }
@@ -266,18 +268,17 @@ void ExchangeStream::open() {
 
 void ExchangeStream::take_batch(ReadBatch& batch) {
   open();  // a batch may reach the loop before the job that opens the stream
-  const int frames = batch.message.frames_size();
-  for (int i = 0; i < frames && !finished_; ++i) {
-    const ExchangeFrame& frame = batch.message.frames(i);
-    const auto at = static_cast<std::size_t>(i);
-    if (frame.cancel()) {
-      take_cancel(frame.id(), batch.read_at);
+  const std::size_t frames = batch.frames.size();
+  for (std::size_t at = 0; at < frames && !finished_; ++at) {
+    const ExchangeFrameView& frame = batch.frames[at];
+    if (frame.cancel) {
+      take_cancel(frame.id, batch.read_at);
       continue;
     }
-    if (in_flight_.contains(frame.id())) {
+    if (in_flight_.contains(frame.id)) {
       // The request already in flight under this id goes on; this frame is refused.
-      queue_reply(frame.id(), grpc::StatusCode::ALREADY_EXISTS,
-                  "request " + std::to_string(frame.id()) + " is already in flight on this stream", {}, batch.read_at);
+      queue_reply(frame.id, grpc::StatusCode::ALREADY_EXISTS,
+                  "request " + std::to_string(frame.id) + " is already in flight on this stream", {}, batch.read_at);
       continue;
     }
     // Counted before the checks, as Send counts its call before it looks at the server's state:
@@ -286,10 +287,9 @@ void ExchangeStream::take_batch(ReadBatch& batch) {
     std::optional<grpc::Status> refused;
     if (finish_requested_ || host_.refusing()) {
       refused.emplace(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
-    } else if (!batch.errors[at].empty()) {
+    } else if (!frame.error.empty()) {
       const bool denied = !batch.denied.empty() && batch.denied[at];
-      refused.emplace(denied ? grpc::StatusCode::PERMISSION_DENIED : grpc::StatusCode::INVALID_ARGUMENT,
-                      batch.errors[at]);
+      refused.emplace(denied ? grpc::StatusCode::PERMISSION_DENIED : grpc::StatusCode::INVALID_ARGUMENT, frame.error);
     } else if (in_flight_.size() >= limits_.max_in_flight) {
       // The pacing below stops reading at the limit; a batch larger than what is left is refused
       // past it, so the limit holds whatever the client packs into one message.
@@ -302,16 +302,14 @@ void ExchangeStream::take_batch(ReadBatch& batch) {
     }
     if (refused) {
       host_.request_finished();
-      queue_reply(frame.id(), refused->error_code(), refused->error_message(), {}, batch.read_at);
+      queue_reply(frame.id, refused->error_code(), refused->error_message(), {}, batch.read_at);
       continue;
     }
-    take_request(frame.id(), view_of(frame.key()), std::move(batch.payloads[at]), frame.timeout_ms(), batch.read_at);
+    take_request(frame.id, frame.key, std::move(batch.payloads[at]), frame.timeout_ms, batch.read_at);
   }
   // The replies the batch made at once (tasks that answer without waiting) leave now, before the
   // next read is started; later ones follow the queued flush or the end of this write.
   flush();
-  // No read is in flight until read_on() starts one: the next batch is parsed into this one's memory.
-  recycle_batch(batch.message, batch.payload_bytes, reading_);
   read_on();
 }
 
@@ -383,8 +381,18 @@ void ExchangeStream::read_on() {
 void ExchangeStream::reads_ended() {
   reads_ended_ = true;
   if (in_flight_.empty() && !broken_) {
-    request_finish(grpc::Status::OK);
+    request_finish(end_status_);
   }
+}
+
+// A batch that does not decode, or holds too many frames: nothing of it is taken, the stream reads
+// no more, and it ends with the batch's status once the requests read before it are answered.
+void ExchangeStream::refuse_batch(grpc::Status status) {
+  open();
+  if (end_status_.ok()) {
+    end_status_ = std::move(status);
+  }
+  reads_ended();
 }
 
 void ExchangeStream::write_done(bool ok) {
@@ -451,7 +459,7 @@ void ExchangeStream::answer(Request& request, grpc::StatusCode code, const std::
     read_on();
   }
   if (in_flight_.empty() && reads_ended_ && !finish_requested_) {
-    request_finish(grpc::Status::OK);
+    request_finish(end_status_);
   }
 }
 

@@ -9,6 +9,7 @@
 #include <remote_xcomm/v1/remote_xcomm.pb.h>
 
 #include "security/access.hpp"
+#include "transport/request_decoding.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/intrusive/set.hpp>
@@ -65,8 +66,8 @@ class StreamHost {
 /// Limits of one stream, from rx::ServerOptions.
 struct StreamLimits {
   std::size_t max_message_bytes = 4 * 1024 * 1024;  // each message written, and each reply
-  std::size_t max_json_depth = 64;
-  std::size_t max_in_flight = 4096;  // requests read and unanswered before the stream stops reading
+  RequestLimits request;                            // decoding a batch: key fields, frames per batch, payloads
+  std::size_t max_in_flight = 4096;                 // requests read and unanswered before the stream stops reading
 };
 
 /// Whose token the stream carries. `control` null: nothing to check per frame (no tokens on the
@@ -99,8 +100,7 @@ struct StreamAccess {
 /// jobs, requests, the deadline timer's wait). Finished exactly once, always on the loop: OK after
 /// the client's half-close once every request is answered; UNAVAILABLE when the server shuts
 /// down; CANCELLED when the stream breaks (every request in flight is then given up).
-class ExchangeStream final
-    : public grpc::ServerBidiReactor<remote_xcomm::v1::ExchangeRequest, remote_xcomm::v1::ExchangeResponse> {
+class ExchangeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, remote_xcomm::v1::ExchangeResponse> {
  public:
   /// Starts reading. `host` must outlive the stream's finish (a server's graceful shutdown waits
   /// for every stream to finish).
@@ -157,6 +157,7 @@ class ExchangeStream final
   void take_cancel(std::uint64_t id, std::chrono::steady_clock::time_point read_at);
   void read_on();
   void reads_ended();
+  void refuse_batch(grpc::Status status);
   void write_done(bool ok);
   void break_stream(const grpc::Status& for_requests, grpc::Status for_stream);
   /// A request's status is decided: queue its reply frame, let the stream read on.
@@ -186,7 +187,8 @@ class ExchangeStream final
   // The message being read: gRPC's until OnReadDone, which moves it into a batch for the loop.
   // Every read after the first is started on the loop, as are writes and the finish, so that
   // none of them can race another.
-  remote_xcomm::v1::ExchangeRequest reading_;
+  grpc::ByteBuffer reading_;  // the batch being read, undecoded
+  grpc::Status end_status_;   // how the stream ends once its last request is answered (a refused batch)
 
   // Loop state.
   std::unordered_map<std::uint64_t, Request*> in_flight_;
@@ -212,8 +214,7 @@ class ExchangeStream final
 };
 
 /// The reactor of an Exchange call the server refuses outright (it is shutting down).
-class RefusedStream final
-    : public grpc::ServerBidiReactor<remote_xcomm::v1::ExchangeRequest, remote_xcomm::v1::ExchangeResponse> {
+class RefusedStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, remote_xcomm::v1::ExchangeResponse> {
  public:
   explicit RefusedStream(grpc::Status status) { Finish(std::move(status)); }
   void OnDone() override { delete this; }

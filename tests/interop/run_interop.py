@@ -287,6 +287,7 @@ class Interop:
             self.check_xcoms(stub)
             self.check_list_and_stats(stub)
             self.check_health_and_reflection(channel)
+            self.check_hostile_input(channel, stub)
         xcom_channel.close()
 
     def start_xcom_waiters(self, stub):
@@ -434,6 +435,88 @@ class Interop:
                         names.extend(name.decode() for n, name in proto_fields(service) if n == 1)
         require("remote_xcomm.v1.RemoteXComm" in names, f"reflection lists {names}")
         self.passed("reflection lists the services", ", ".join(sorted(names)))
+
+    def check_hostile_input(self, channel, stub):
+        """Bad input from stock grpcio, with raw bytes where the stubs refuse to send it (docs/protocol.md,
+        "Limits" and "Bad input"): each gets a precise, short status; after each the server answers, and
+        requests queued before them are answered too."""
+        grpc, pb2 = self.grpc, self.pb2
+        # Queued behind one another at the example endpoint (its task works 20 ms per request) while
+        # the rows run: none may be lost.
+        queued = [stub.Send.future(self.request(self.payload(queued=i)), timeout=CONCURRENT_TIMEOUT_S)
+                  for i in range(5)]
+
+        def refused(what, call, request, code, names):
+            try:
+                response = call(request, timeout=CALL_TIMEOUT_S)
+            except grpc.RpcError as error:
+                details = error.details() or ""
+                require(error.code() == code, f"{what}: expected {code.name}, got {error.code().name}: {details}")
+                require(names in details, f"{what}: the message does not say {names!r}: {details!r}")
+                require(len(details) < 400, f"{what}: a {len(details)}-character message")
+                self.expect_answer(stub, f"call after {what}")
+                return details
+            raise CheckFailed(f"{what}: expected {code.name}, got OK with {response!r}")
+
+        details = refused("an 8,000-byte dag_id", stub.Send, self.request("{}", self.key(dag_id="d" * 8000)),
+                          grpc.StatusCode.INVALID_ARGUMENT, "key.dag_id is 8000 bytes")
+        self.passed("an 8,000-byte dag_id -> INVALID_ARGUMENT, readable, then the server answers", details)
+
+        # An unknown method is gRPC's UNIMPLEMENTED, with an empty message that never quotes the path;
+        # a path that makes the request's headers pass gRPC's 8 KiB metadata limit is refused by the
+        # server's gRPC transport before any method lookup, with a readable RESOURCE_EXHAUSTED.
+        # gRPC's transport may close the connection after headers over its limit: a channel (and a
+        # connection: grpcio shares them between channels by default) of its own.
+        for length, code in ((1024, grpc.StatusCode.UNIMPLEMENTED), (10240, grpc.StatusCode.RESOURCE_EXHAUSTED)):
+            side = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=[("grpc.use_local_subchannel_pool", 1)])
+            method = side.unary_unary("/remote_xcomm.v1.RemoteXComm/" + "M" * length)
+            try:
+                method(b"", timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+                raise CheckFailed(f"a {length}-byte method path: expected {code.name}, got OK")
+            except grpc.RpcError as error:
+                details = error.details() or ""
+                require(error.code() == code and len(details) < 400,
+                        f"a {length}-byte method path: expected {code.name}, got {error.code().name}: {details}")
+            finally:
+                side.close()
+            self.expect_answer(stub, f"call after a {length}-byte method path")
+            self.passed(f"a {length}-byte method path -> {code.name}, readable, then the server answers", details)
+
+        # Raw bytes: a string field holding \xff (grpcio's stubs refuse to build such a message).
+        bad = b"bad\xff"
+        key = bytes([0x0a, len(bad)]) + bad + b"\x12\x01t\x1a\x01r\x20\x01"
+        rows = [
+            ("Send", bytes([0x0a, len(key)]) + key + b"\x12\x02{}", "key.dag_id is not valid UTF-8"),
+            ("Pull", b"\x0a\x03dag\x12\x03run\x1a" + bytes([len(bad)]) + bad, "task_id is not valid UTF-8"),
+            ("GetState", bytes([0x0a, len(key)]) + key, "task_instance.dag_id is not valid UTF-8"),
+            ("List", b"\x12" + bytes([len(bad)]) + bad, "run_id is not valid UTF-8"),
+            ("Send", b"\x0a\x05ab", "malformed protobuf"),
+        ]
+        for method, request, names in rows:
+            call = channel.unary_unary(f"/remote_xcomm.v1.RemoteXComm/{method}")
+            details = refused(f"{method} with {names}", call, request, grpc.StatusCode.INVALID_ARGUMENT, names)
+            self.passed(f"{method}: {names} -> INVALID_ARGUMENT, then the server answers", details)
+        watch = channel.unary_stream("/remote_xcomm.v1.RemoteXComm/Watch")
+        try:
+            list(watch(b"\x0a\x03dag\x12" + bytes([len(bad)]) + bad, timeout=CALL_TIMEOUT_S))
+            raise CheckFailed("Watch with a run_id that is not UTF-8: expected INVALID_ARGUMENT, got OK")
+        except grpc.RpcError as error:
+            require(error.code() == grpc.StatusCode.INVALID_ARGUMENT and "run_id is not valid UTF-8" in error.details(),
+                    f"Watch with a bad run_id: {error.code().name}: {error.details()}")
+        self.passed("Watch: run_id is not valid UTF-8 -> INVALID_ARGUMENT")
+
+        details = refused("exponent 2147483648", stub.Send, self.request('{"a":1e2147483648}'),
+                          grpc.StatusCode.INVALID_ARGUMENT, "number too large for a double")
+        self.passed("{\"a\":1e2147483648} -> INVALID_ARGUMENT (too large for a double)", details)
+        self.expect_answer(stub, "exponent -2147483648", payload_json='{"a":1e-2147483648}')
+        self.passed("{\"a\":1e-2147483648} reads as 0 and is answered")
+
+        for i, future in enumerate(queued):
+            try:
+                self.check_reply(future.result(timeout=CONCURRENT_TIMEOUT_S).reply_json, f"queued request {i}")
+            except grpc.RpcError as error:
+                raise CheckFailed(f"queued request {i} failed: {error.code().name}: {error.details()}") from None
+        self.passed("the requests queued while the bad ones came were all answered")
 
     def check_example_client(self):
         command = [sys.executable, self.args.client, "--url", "127.0.0.1", "--port", str(self.port),

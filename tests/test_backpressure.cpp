@@ -461,6 +461,7 @@ struct HeldCount {
   std::size_t signal_at;
   std::size_t held = 0;  // loop-confined, as are the two below
   std::size_t most_held = 0;
+  bool signalled = false;  // `reached` is set once: the count may come back to `at` after the gate opens
   std::promise<void> reached;
 };
 
@@ -468,7 +469,8 @@ rx::Server::Task counting_hold(const std::shared_ptr<HeldCount>& count) {
   return [count](rx::Endpoint endpoint) -> asio::awaitable<void> {
     json::object payload = co_await endpoint.get();
     count->most_held = std::max(count->most_held, ++count->held);
-    if (count->held == count->signal_at) {
+    if (count->held == count->signal_at && !count->signalled) {
+      count->signalled = true;
       count->reached.set_value();
     }
     co_await count->gate.wait();

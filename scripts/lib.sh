@@ -20,7 +20,7 @@ RX_BUILD_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libboost1.81-dev libboost-json1.81-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev doxygen
-  python3 python3-grpcio python3-protobuf python3-dev pybind11-dev
+  python3 python3-grpcio python3-protobuf python3-h2 python3-dev pybind11-dev
 )
 
 # The fuzz stage of scripts/test.sh (tests/fuzz/): libFuzzer comes with clang, not with GCC.

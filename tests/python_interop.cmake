@@ -76,6 +76,22 @@ if(TARGET rxcomm)
             --rxcomm $<TARGET_FILE:rxcomm> --stubs ${REMOTE_XCOMM_PYTHON_STUBS_DIR}
             --make-ca ${CMAKE_CURRENT_LIST_DIR}/helpers/make_test_ca.sh)
   set_tests_properties(PythonGrpcioSecurityStatuses PROPERTIES TIMEOUT 120 LABELS "interop;python;concurrent")
+
+  # docs/protocol.md "Bad input", the gRPC framing rows: raw HTTP/2 (python3-h2) against `rxcomm serve`.
+  execute_process(
+    COMMAND ${REMOTE_XCOMM_SYSTEM_PYTHON} -c "import h2, hyperframe"
+    RESULT_VARIABLE REMOTE_XCOMM_PYTHON_H2_MISSING
+    OUTPUT_QUIET ERROR_QUIET
+    TIMEOUT 60)
+  if(REMOTE_XCOMM_PYTHON_H2_MISSING)
+    message(WARNING "${REMOTE_XCOMM_SYSTEM_PYTHON} cannot import h2 (Debian: python3-h2): "
+                    "not registering PythonRawHttp2BadFraming")
+  else()
+    add_test(NAME PythonRawHttp2BadFraming COMMAND ${REMOTE_XCOMM_SYSTEM_PYTHON}
+                                                   ${CMAKE_CURRENT_LIST_DIR}/interop/run_raw_h2.py --rxcomm $<TARGET_FILE:rxcomm>)
+    # run_raw_h2.py bounds each of its own waits (about 3 s in all); this timeout is only the backstop.
+    set_tests_properties(PythonRawHttp2BadFraming PROPERTIES TIMEOUT 120 LABELS "interop;python;concurrent")
+  endif()
   add_dependencies(remote_xcomm_tests rxcomm)
   add_dependencies(remote_xcomm_concurrent_tests rxcomm)
 endif()

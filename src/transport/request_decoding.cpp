@@ -485,9 +485,14 @@ grpc::Status decode_request(std::string_view bytes, const RequestLimits& /*limit
 
 grpc::Status flatten(const grpc::ByteBuffer& buffer, grpc::Slice& slice) {
   if (!buffer.Valid()) {
-    // gRPC starts a unary method without a message when the stream ended first: in practice the
-    // caller cancelled (or its deadline passed) while its message was on the way.
-    return {grpc::StatusCode::CANCELLED, "the call ended before its request message arrived"};
+    // gRPC starts a unary method without a message when the stream ended first: the caller
+    // cancelled or its deadline passed (it never reads this status), or it half-closed without a
+    // whole, readable message: a length prefix past the bytes it sent, or a message gRPC 1.51's
+    // transport dropped for reserved bits in its flag byte (docs/protocol.md, "Bad input"). The
+    // server cannot tell these apart reliably, so the code stays CANCELLED and the message says all.
+    return {grpc::StatusCode::CANCELLED,
+            "the call ended without a complete request message (cancelled, past its deadline, or half-closed "
+            "after a truncated message or one gRPC dropped for reserved bits in its flag byte)"};
   }
   if (buffer.TrySingleSlice(&slice).ok()) {
     return grpc::Status::OK;

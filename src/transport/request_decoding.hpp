@@ -87,7 +87,7 @@ struct ExchangeFrameView {
                                           remote_xcomm::v1::StatsRequest& out);
 
 /// The bytes of a received message in one slice (no copy when gRPC holds them in one already).
-/// CANCELLED when the call ended before its message arrived.
+/// CANCELLED when the call ended without a complete message (see flatten's comment).
 [[nodiscard]] grpc::Status flatten(const grpc::ByteBuffer& buffer, grpc::Slice& slice);
 [[nodiscard]] inline std::string_view view_of(const grpc::Slice& slice) noexcept {
   return {reinterpret_cast<const char*>(slice.begin()), slice.size()};

@@ -55,11 +55,11 @@ def require(condition, message):
 class ServerProcess:
     """The example server as a child process whose output is drained by threads (so it never blocks)."""
 
-    def __init__(self, path):
+    def __init__(self, path, arguments=("--port", "0")):
         self.stdout_lines = []
         self.stderr_lines = []
         self._first_lines = queue.Queue()
-        self.process = subprocess.Popen([path, "--port", "0"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.process = subprocess.Popen([path, *arguments], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, errors="replace",
                                         preexec_fn=_die_with_parent)
         self._pumps = [threading.Thread(target=self._pump, args=(self.process.stdout, self.stdout_lines, True),

@@ -24,8 +24,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -533,8 +535,23 @@ TEST_F(XComWatchTest, SubscribersSeeEventsInOrderAndASlowOneIsEndedAlone) {
   constexpr int CHUNK = 4'000;
   constexpr int EVENTS = 15 * CHUNK;
   struct Progress {
-    std::atomic<int> pushed{0};
-    std::atomic<bool> ended{false};
+    std::mutex mutex;
+    std::condition_variable changed;
+    int pushed = 0;
+    bool ended = false;
+    void publish(int now_pushed, bool now_ended) {
+      {
+        const std::lock_guard lock(mutex);
+        pushed = now_pushed;
+        ended = now_ended;
+      }
+      changed.notify_all();
+    }
+    // Until the reader counted `target` pushes or its watch ended; false past the hang guard.
+    bool wait_for(int target) {
+      std::unique_lock lock(mutex);
+      return changed.wait_for(lock, rx_test::HANG_GUARD, [&] { return ended || pushed >= target; });
+    }
   };
   Progress progress_a;
   Progress progress_b;
@@ -557,9 +574,9 @@ TEST_F(XComWatchTest, SubscribersSeeEventsInOrderAndASlowOneIsEndedAlone) {
         pushed += static_cast<int>(xcom.key().starts_with("pushed_") && xcom.task_instance().task_id() == "w");
         done = done || (xcom.key() == "return_value" && xcom.value_json().find("last") != std::string::npos);
       }
-      progress->pushed.store(pushed);
+      progress->publish(pushed, false);
     }
-    progress->ended.store(true);
+    progress->publish(pushed, true);
     EXPECT_TRUE(done);
     EXPECT_TRUE(in_order);
     EXPECT_EQ(saw_other, whole_run) << "the run watcher sees every task, the task watcher one";
@@ -567,16 +584,10 @@ TEST_F(XComWatchTest, SubscribersSeeEventsInOrderAndASlowOneIsEndedAlone) {
   };
   auto reader_a = std::async(std::launch::async, read_all, fast_a.get(), false, &progress_a);
   auto reader_b = std::async(std::launch::async, read_all, fast_b.get(), true, &progress_b);
-  auto caught_up = [](const Progress& progress, int pushed) {
-    return progress.ended.load() || progress.pushed.load() >= pushed;
-  };
   for (int sent = CHUNK; sent <= EVENTS; sent += CHUNK) {
     ASSERT_TRUE(send(make_key("w"), {{"count", CHUNK}, {"pad", 500}}).status.ok());
-    const auto give_up = std::chrono::steady_clock::now() + rx_test::HANG_GUARD;
-    while (!(caught_up(progress_a, sent) && caught_up(progress_b, sent)) &&
-           std::chrono::steady_clock::now() < give_up) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    EXPECT_TRUE(progress_a.wait_for(sent)) << "the task watcher did not read chunk " << sent / CHUNK;
+    EXPECT_TRUE(progress_b.wait_for(sent)) << "the run watcher did not read chunk " << sent / CHUNK;
   }
   ASSERT_TRUE(send(make_key("w_other"), {{"count", 1}}).status.ok());
   ASSERT_TRUE(send(make_key("w"), {{"count", 0}, {"last", true}}).status.ok());

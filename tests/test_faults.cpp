@@ -237,6 +237,18 @@ TEST(ServerProcessKilled, TheClientRetriesUntilTheRestartedServerAnswersAndNothi
   rx_test::ChildProcess second({program, database, std::to_string(port)});
   ASSERT_EQ(port_of(second), port);
 
+  // The watch, retried, reaches the new server before the send makes its events: a watch that
+  // does not replay from the start sees only what happens once it is subscribed, and on a loaded
+  // machine its retry could come after the send (the CI run of 2026-12-03 hung here once).
+  for (int round = 0;; ++round) {
+    auto [status, stats] = rx_test::wait_for(plain.stats(target, asio::use_future));
+    if (status.ok() && stats.watch_streams == 1) {
+      break;
+    }
+    ASSERT_LT(round, 3000) << "the retried watch never reached the restarted server";
+    std::this_thread::sleep_for(5ms);
+  }
+
   // The waiting pull (retried on the new server) gets the XCom once a send pushes it.
   rx::SendOptions wait_for_server;
   wait_for_server.wait_for_ready = true;
